@@ -1,0 +1,21 @@
+"""avs-models: audio-visual segmentation models as Hugging Face Transformers models.
+
+Importing the package registers every model family with `AutoConfig`, `AutoModel` and
+`AutoModelForAudioVisualSegmentation`.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .models.auto import AutoModelForAudioVisualSegmentation
+
+__version__ = "0.1.0"
+
+
+def _register(config_class, model_class, segmentation_class=None) -> None:
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, model_class, exist_ok=True)
+    if segmentation_class is not None:
+        AutoModelForAudioVisualSegmentation.register(config_class, segmentation_class, exist_ok=True)
+
+
+__all__ = ["AutoModelForAudioVisualSegmentation", "__version__"]

@@ -1,0 +1,1 @@
+"""Sub-commands of the `avs-models` command line (see `avs_models.cli`)."""
