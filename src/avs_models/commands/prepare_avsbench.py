@@ -1,0 +1,44 @@
+"""`avs-models prepare-avsbench`: export AVSBench from the official layout to Parquet for `load_dataset`."""
+
+from __future__ import annotations
+
+import argparse
+
+from avs_models.data.avsbench import SUBSETS
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prepare-avsbench",
+        help="export AVSBench (official layout) to a Hub-format Parquet dataset",
+        description=(
+            "Reads RAW_DIR (the official release, or its Single-source / Multi-sources / AVSS folder) and "
+            "writes Parquet shards plus a README to OUT_DIR; then datasets.load_dataset(OUT_DIR, 's4') opens it."
+        ),
+    )
+    parser.add_argument("raw_dir", metavar="RAW_DIR")
+    parser.add_argument("out_dir", metavar="OUT_DIR")
+    parser.add_argument("--subset", choices=SUBSETS, action="append", help="subset to export (repeatable; default all)")
+    parser.add_argument("--max-shard-mb", type=int, default=256, help="Parquet shard size in MB (default 256)")
+    parser.add_argument(
+        "--official-log-mel",
+        action="store_true",
+        help="also export the release's pickled log-mels (read as tensors only); off by default",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from avs_models.data.export import export_avsbench
+
+    counts = export_avsbench(
+        args.raw_dir,
+        args.out_dir,
+        subsets=args.subset or SUBSETS,
+        max_shard_bytes=args.max_shard_mb * 1024 * 1024,
+        load_official_log_mel=args.official_log_mel,
+    )
+    for subset, splits in counts.items():
+        print(subset + ": " + ", ".join(f"{split} {count}" for split, count in splits.items()))
+    print(f"wrote {args.out_dir}; open it with datasets.load_dataset({str(args.out_dir)!r}, CONFIG)")
+    return 0

@@ -1,0 +1,111 @@
+"""Turning AVSBench examples into model inputs.
+
+Works on examples from `datasets.load_dataset` of an export (PIL images) and straight from
+`AVSBenchReader` (image dicts). A batch holds:
+
+- `pixel_values` `[B, T, 3, H, W]`: frames resized to `image_size`, ImageNet-normalised
+- `input_features` `[B, T, 1, 96, 64]`: VGGish log-mel examples, one per second of audio
+- `labels` `[B, T, H, W]`: float {0, 1} for S4/MS3, long class ids for AVSS (0 where no ground truth)
+- `labeled_frames` `[B, T]` bool: frames that have ground truth
+- `frame_mask` `[B, T]` bool: real (not padded) frames; AVSS clips are padded to 10 frames
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .avsbench import SUBSETS, decode_wav
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainAugmentation, images_to_tensor, normalize, resize_frames, resize_labels, to_pil
+
+AVSS_MAX_FRAMES = 10
+
+
+class AVSBenchCollator:
+    """Collate function for a `torch.utils.data.DataLoader` over AVSBench examples.
+
+    Args:
+        subset: "s4", "ms3" or "avss" (decides label dtype and padding).
+        image_size: output frame and label size (int or (height, width)).
+        feature_extractor: callable `fe(waveform, sampling_rate=..., return_tensors="pt")` whose
+            `["input_features"]` is `[T, 1, 96, 64]`; defaults to `VGGishFeatureExtractor()`.
+        augmentation: e.g. `TrainAugmentation()` for training; None for evaluation.
+        seed: seeds the augmentation's random draws.
+        num_frames: frames per clip in the batch; defaults to 10 for AVSS and 5 otherwise.
+    """
+
+    def __init__(
+        self,
+        subset: str,
+        image_size: int | tuple[int, int] = 224,
+        feature_extractor=None,
+        augmentation: TrainAugmentation | None = None,
+        seed: int | None = None,
+        num_frames: int | None = None,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ) -> None:
+        if subset not in SUBSETS:
+            raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+        if feature_extractor is None:
+            from avs_models.models.vggish import VGGishFeatureExtractor
+
+            feature_extractor = VGGishFeatureExtractor()
+        self.subset = subset
+        self.image_size = image_size
+        self.feature_extractor = feature_extractor
+        self.augmentation = augmentation
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.num_frames = num_frames or (AVSS_MAX_FRAMES if subset == "avss" else 5)
+        self.mean, self.std = mean, std
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("cannot collate an empty list of examples")
+        items = [self._prepare(example) for example in examples]
+        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+    def _prepare(self, example: dict) -> dict[str, torch.Tensor]:
+        video = example.get("video_id", "<unknown>")
+        frames = resize_frames(images_to_tensor(example["frames"]), self.image_size)
+        count = frames.shape[0]
+        if count > self.num_frames:
+            raise ValueError(f"video {video!r} has {count} frames, more than num_frames={self.num_frames}")
+        label_key = "semantic_labels" if self.subset == "avss" else "masks"
+        label_dtype = torch.long if self.subset == "avss" else torch.float32
+        labels = torch.zeros((count, *frames.shape[-2:]), dtype=label_dtype)
+        labeled = torch.zeros(count, dtype=torch.bool)
+        for index, image in zip(example["mask_frame_indices"], example[label_key]):
+            if not 0 <= index < count:
+                raise ValueError(f"video {video!r}: ground truth for frame {index}, but the clip has {count} frames")
+            label = torch.from_numpy(np.asarray(to_pil(image).convert("L"), dtype=np.int64))
+            labels[index] = resize_labels(label[None], self.image_size)[0].to(label_dtype)
+            labeled[index] = True
+        if self.augmentation is not None:
+            frames, labels = self.augmentation(frames, labels, self.generator)
+        features = self._audio_features(example["audio"], count, video)
+        padding = self.num_frames - count
+        return {
+            "pixel_values": _pad(normalize(frames, self.mean, self.std), padding),
+            "input_features": _pad(features, padding),
+            "labels": _pad(labels, padding),
+            "labeled_frames": _pad(labeled, padding),
+            "frame_mask": _pad(torch.ones(count, dtype=torch.bool), padding),
+        }
+
+    def _audio_features(self, audio, count: int, video: str) -> torch.Tensor:
+        waveform, sampling_rate = decode_wav(audio)
+        features = self.feature_extractor(waveform, sampling_rate=sampling_rate, return_tensors="pt")["input_features"]
+        features = torch.as_tensor(features, dtype=torch.float32)
+        if features.shape[0] == 0:
+            raise ValueError(f"video {video!r}: the audio is shorter than one second")
+        # Clips whose audio is a little short repeat their last second, as the official preprocessing does.
+        if features.shape[0] < count:
+            features = torch.cat([features, features[-1:].expand(count - features.shape[0], -1, -1, -1)])
+        return features[:count]
+
+
+def _pad(tensor: torch.Tensor, padding: int) -> torch.Tensor:
+    if padding == 0:
+        return tensor
+    return torch.cat([tensor, tensor.new_zeros((padding, *tensor.shape[1:]))])
