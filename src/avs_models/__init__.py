@@ -4,9 +4,10 @@ Importing the package registers every model family with `AutoConfig`, `AutoModel
 `AutoModelForAudioVisualSegmentation`.
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
 
 from .models.auto import AutoModelForAudioVisualSegmentation
+from .models.vggish import VGGishConfig, VGGishFeatureExtractor, VGGishForAudioClassification, VGGishModel
 
 __version__ = "0.1.0"
 
@@ -18,4 +19,15 @@ def _register(config_class, model_class, segmentation_class=None) -> None:
         AutoModelForAudioVisualSegmentation.register(config_class, segmentation_class, exist_ok=True)
 
 
-__all__ = ["AutoModelForAudioVisualSegmentation", "__version__"]
+_register(VGGishConfig, VGGishModel)
+AutoModelForAudioClassification.register(VGGishConfig, VGGishForAudioClassification, exist_ok=True)
+AutoFeatureExtractor.register(VGGishConfig, VGGishFeatureExtractor, exist_ok=True)
+
+__all__ = [
+    "AutoModelForAudioVisualSegmentation",
+    "VGGishConfig",
+    "VGGishFeatureExtractor",
+    "VGGishForAudioClassification",
+    "VGGishModel",
+    "__version__",
+]
