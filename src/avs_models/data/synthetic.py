@@ -205,9 +205,13 @@ def sample_sounding(rng: np.random.Generator, mode: str, num_frames: int, num_ob
 
 
 def _split_of(index: int, num_videos: int) -> str:
-    """60% train, 20% val, 20% test, with every split non-empty once there are three videos."""
-    position = (index + 0.5) / num_videos
-    return "train" if position < 0.6 else ("val" if position < 0.8 else "test")
+    """About 60% train, 20% val, 20% test, with every split non-empty once there are three videos."""
+    held_out = max(1, round(0.2 * num_videos)) if num_videos >= 3 else 0
+    if index >= num_videos - held_out:
+        return "test"
+    if index >= num_videos - 2 * held_out:
+        return "val"
+    return "train"
 
 
 def _save_image(array: np.ndarray, path: Path) -> None:
