@@ -5,9 +5,10 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from ..backbones import ALL_STAGES
-
 QSCA_TOKEN_LAYOUTS = ("official", "spatial")
+# Kept local (not imported from the package) so that the Hub copy of this file, loaded with
+# `trust_remote_code=True`, stands alone.
+ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
 class PCMANetConfig(PreTrainedConfig):
@@ -61,7 +62,6 @@ class PCMANetConfig(PreTrainedConfig):
         "backbone_config": SubConfigSpec(
             config_class=AutoConfig, model_type="resnet", init_kwargs={"out_features": ALL_STAGES}
         ),
-        "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="vggish", optional=True),
     }
 
     backbone_config: dict | PreTrainedConfig | None = None
@@ -82,6 +82,10 @@ class PCMANetConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         kwargs.setdefault("num_labels", 1)
         super().__post_init__(**kwargs)
+        if isinstance(self.audio_config, dict):
+            # Not a declared sub-config: the VGGish config class exists only where avs_models is
+            # installed, and Hub users loading with trust_remote_code may not have it.
+            self.audio_config = AutoConfig.for_model(**self.audio_config)
         self.qsca_pool_sizes = list(self.qsca_pool_sizes)
         self.loss_stage_weights = [float(weight) for weight in self.loss_stage_weights]
         if self.hidden_size % self.avga_groups:
@@ -106,5 +110,7 @@ class PCMANetConfig(PreTrainedConfig):
                 f"{self.backbone_config.out_features}"
             )
 
+
+PCMANetConfig.register_for_auto_class()
 
 __all__ = ["PCMANetConfig"]

@@ -186,9 +186,9 @@ class PCMANetQuerySelectedCrossAttention(nn.Module):
         scores = torch.einsum("qhd,qthd->qht", query, audio_key.index_select(0, clip_of_query))
         weights = (scores * self.scale).softmax(dim=-1)
         attended = torch.einsum("qht,qthd->qhd", weights, audio_value.index_select(0, clip_of_query))
-        update = F.linear(attended.flatten(1), self.output_projection.weight)
         if selected is not None and self.detach_selected:
-            update = update.detach()
+            attended = attended.detach()
+        update = F.linear(attended.flatten(1), self.output_projection.weight)
 
         new_tokens = tokens.reshape(-1, channels) + self.output_projection.bias
         new_tokens = new_tokens.index_add(0, selected, update) if selected is not None else new_tokens + update
@@ -445,5 +445,9 @@ def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...]) -> 
             f"{name} must have shape {tuple(expected)} to match pixel_values (B, T, ...), got {tuple(tensor.shape)}"
         )
 
+
+# Saved configs get an `auto_map`, so Hub users without this package can load the model with
+# `trust_remote_code=True` (save_pretrained copies this file and the config's next to the weights).
+PCMANetForAudioVisualSegmentation.register_for_auto_class("AutoModel")
 
 __all__ = ["PCMANetForAudioVisualSegmentation", "PCMANetPreTrainedModel", "PCMANetSegmentationOutput"]
