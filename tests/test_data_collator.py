@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from avs_models.data import AVSBenchCollator, AVSBenchReader, TrainAugmentation, export_avsbench, make_synthetic_avsbench
+from avs_models.data import (
+    AVSBenchCollator,
+    AVSBenchReader,
+    TrainAugmentation,
+    export_avsbench,
+    make_synthetic_avsbench,
+)
 from avs_models.data.transforms import IMAGENET_MEAN, IMAGENET_STD, color_jitter, normalize, resize_labels
 from avs_models.models.vggish import VGGishFeatureExtractor
 
@@ -64,7 +70,9 @@ def test_flip_moves_frames_and_labels_together(raw_dir, feature_extractor):
     example = next(AVSBenchReader(raw_dir, "avss").iter_examples("val"))[1]
     plain = AVSBenchCollator("avss", image_size=SIZE, feature_extractor=feature_extractor)([example])
     flip_only = TrainAugmentation(brightness=0, contrast=0, saturation=0, flip_probability=1.0)
-    flipped = AVSBenchCollator("avss", image_size=SIZE, feature_extractor=feature_extractor, augmentation=flip_only)([example])
+    flipped = AVSBenchCollator(
+        "avss", image_size=SIZE, feature_extractor=feature_extractor, augmentation=flip_only
+    )([example])
     assert torch.allclose(flipped["pixel_values"], plain["pixel_values"].flip(-1), atol=1e-6)
     assert torch.equal(flipped["labels"], plain["labels"].flip(-1))
     assert not torch.equal(flipped["labels"], plain["labels"])
@@ -75,7 +83,11 @@ def test_augmentation_is_seeded(raw_dir, feature_extractor):
 
     def run(seed):
         collate = AVSBenchCollator(
-            "s4", image_size=SIZE, feature_extractor=feature_extractor, augmentation=TrainAugmentation(), seed=seed
+            "s4",
+            image_size=SIZE,
+            feature_extractor=feature_extractor,
+            augmentation=TrainAugmentation(),
+            seed=seed,
         )
         return [collate([example])["pixel_values"] for _ in range(3)]
 

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from avs_models.cli import main as cli_main
-from avs_models.data import AVSBenchMetadataError, AVSBenchReader, load_official_log_mel, make_synthetic_avsbench
+from avs_models.data import (
+    AVSBenchMetadataError,
+    AVSBenchReader,
+    load_official_log_mel,
+    make_synthetic_avsbench,
+)
 from avs_models.data.avsbench import frame_paths, log_mel_path, mask_paths, wav_path
 
 
@@ -56,7 +61,9 @@ def test_unreadable_wav(s4_dir):
     reader = AVSBenchReader(s4_dir, "s4")
     record = _first(reader)
     wav_path(s4_dir, "s4", record).write_bytes(b"RIFF garbage")
-    with pytest.raises(ValueError, match=f"unreadable wav.*{record.video_id}|{record.video_id}.*unreadable wav"):
+    with pytest.raises(
+        ValueError, match=f"unreadable wav.*{record.video_id}|{record.video_id}.*unreadable wav"
+    ):
         reader.read_example(record)
 
 
@@ -123,7 +130,23 @@ def test_log_mel_pickles_are_opt_in_and_tensor_only(s4_dir, tmp_path):
 def test_cli_round_trip(tmp_path, capsys):
     import datasets
 
-    assert cli_main(["make-synthetic", str(tmp_path / "raw"), "--subset", "ms3", "--videos", "3", "--image-size", "40"]) == 0
-    assert cli_main(["prepare-avsbench", str(tmp_path / "raw"), str(tmp_path / "out"), "--subset", "ms3"]) == 0
+    assert (
+        cli_main(
+            [
+                "make-synthetic",
+                str(tmp_path / "raw"),
+                "--subset",
+                "ms3",
+                "--videos",
+                "3",
+                "--image-size",
+                "40",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli_main(["prepare-avsbench", str(tmp_path / "raw"), str(tmp_path / "out"), "--subset", "ms3"]) == 0
+    )
     assert "ms3: train 1, validation 1, test 1" in capsys.readouterr().out
     assert datasets.load_dataset(str(tmp_path / "out"), "ms3", split="test").num_rows == 1

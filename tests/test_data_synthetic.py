@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from avs_models.data.avsbench import SYNTHETIC_CATEGORIES
-from avs_models.data.synthetic import SAMPLING_RATE, kind_sound, make_synthetic_avsbench, render_audio, render_frame, sample_scene
+from avs_models.data.synthetic import (
+    SAMPLING_RATE,
+    kind_sound,
+    make_synthetic_avsbench,
+    render_audio,
+    render_frame,
+    sample_scene,
+)
 
 
 def _dominant_frequency(signal: np.ndarray) -> float:

@@ -15,6 +15,7 @@ lives in `avs_models.data.avsbench`; this module only wires it to `datasets`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import datasets
 
@@ -45,12 +46,16 @@ class AVSBench(datasets.GeneratorBasedBuilder):
     """AVSBench read from a local `data_dir` in the official layout (obtain it from its authors)."""
 
     BUILDER_CONFIG_CLASS = AVSBenchConfig
-    BUILDER_CONFIGS = [AVSBenchConfig(name=name, description=text) for name, text in _DESCRIPTIONS.items()]
+    BUILDER_CONFIGS: ClassVar[list[AVSBenchConfig]] = [
+        AVSBenchConfig(name=name, description=text) for name, text in _DESCRIPTIONS.items()
+    ]
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=_DESCRIPTIONS[self.config.name],
-            features=avsbench_features(self.config.name, with_official_log_mel=self.config.load_official_log_mel),
+            features=avsbench_features(
+                self.config.name, with_official_log_mel=self.config.load_official_log_mel
+            ),
             homepage="http://www.avlbench.opennlplab.cn/dataset/avsbench",
             license="other: obtain AVSBench from its authors under their terms",
             citation=_CITATION,

@@ -18,8 +18,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("raw_dir", metavar="RAW_DIR")
     parser.add_argument("out_dir", metavar="OUT_DIR")
-    parser.add_argument("--subset", choices=SUBSETS, action="append", help="subset to export (repeatable; default all)")
-    parser.add_argument("--max-shard-mb", type=int, default=256, help="Parquet shard size in MB (default 256)")
+    parser.add_argument(
+        "--subset", choices=SUBSETS, action="append", help="subset to export (repeatable; default all)"
+    )
+    parser.add_argument(
+        "--max-shard-mb", type=int, default=256, help="Parquet shard size in MB (default 256)"
+    )
     parser.add_argument(
         "--official-log-mel",
         action="store_true",

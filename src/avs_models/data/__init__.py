@@ -1,32 +1,45 @@
 """AVSBench data: reading the official layout, Parquet export, synthetic data and collation."""
 
 from .avsbench import (
-    AVSBenchMetadataError,
-    AVSBenchReader,
     AVSS_LABEL_SETS,
     S4_CATEGORIES,
     SPLITS,
     SUBSETS,
+    AVSBenchMetadataError,
+    AVSBenchReader,
     avsbench_features,
     decode_wav,
     load_official_log_mel,
 )
-from .avss_classes import AVSS_CLASS_NAMES, AVSS_NUM_CLASSES, avss_palette, class_ids_to_color_mask, color_mask_to_class_ids
+from .avss_classes import (
+    AVSS_CLASS_NAMES,
+    AVSS_NUM_CLASSES,
+    avss_palette,
+    class_ids_to_color_mask,
+    color_mask_to_class_ids,
+)
 from .collator import AVSBenchCollator
 from .export import export_avsbench, write_dataset_card
 from .synthetic import make_synthetic_avsbench
-from .transforms import TrainAugmentation, color_jitter, images_to_tensor, normalize, resize_frames, resize_labels
+from .transforms import (
+    TrainAugmentation,
+    color_jitter,
+    images_to_tensor,
+    normalize,
+    resize_frames,
+    resize_labels,
+)
 
 __all__ = [
-    "AVSBenchCollator",
-    "AVSBenchMetadataError",
-    "AVSBenchReader",
     "AVSS_CLASS_NAMES",
     "AVSS_LABEL_SETS",
     "AVSS_NUM_CLASSES",
     "S4_CATEGORIES",
     "SPLITS",
     "SUBSETS",
+    "AVSBenchCollator",
+    "AVSBenchMetadataError",
+    "AVSBenchReader",
     "TrainAugmentation",
     "avsbench_features",
     "avss_palette",

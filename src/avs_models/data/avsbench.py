@@ -56,16 +56,40 @@ NUM_FRAMES = {"s4": 5, "ms3": 5, "v1s": 5, "v1m": 5, "v2": 10}
 
 # The 23 categories of the official S4 release.
 S4_CATEGORIES = (
-    "baby_laughter", "female_singing", "male_speech", "dog_barking", "cat_meowing", "lions_roaring",
-    "horse_clip-clop", "coyote_howling", "mynah_bird_singing", "playing_acoustic_guitar", "playing_tabla",
-    "playing_violin", "playing_piano", "playing_ukulele", "playing_glockenspiel", "helicopter", "race_car",
-    "driving_buses", "ambulance_siren", "typing_on_computer_keyboard", "chainsawing_trees",
-    "cap_gun_shooting", "lawn_mowing",
+    "baby_laughter",
+    "female_singing",
+    "male_speech",
+    "dog_barking",
+    "cat_meowing",
+    "lions_roaring",
+    "horse_clip-clop",
+    "coyote_howling",
+    "mynah_bird_singing",
+    "playing_acoustic_guitar",
+    "playing_tabla",
+    "playing_violin",
+    "playing_piano",
+    "playing_ukulele",
+    "playing_glockenspiel",
+    "helicopter",
+    "race_car",
+    "driving_buses",
+    "ambulance_siren",
+    "typing_on_computer_keyboard",
+    "chainsawing_trees",
+    "cap_gun_shooting",
+    "lawn_mowing",
 )
 # The object kinds drawn by `avs_models.data.synthetic`, which writes them as S4/MS3 categories.
 SYNTHETIC_CATEGORIES = (
-    "synthetic-low-hum", "synthetic-high-tone", "synthetic-major-chord", "synthetic-minor-chord",
-    "synthetic-noise-low", "synthetic-noise-high", "synthetic-beeps", "synthetic-chirp",
+    "synthetic-low-hum",
+    "synthetic-high-tone",
+    "synthetic-major-chord",
+    "synthetic-minor-chord",
+    "synthetic-noise-low",
+    "synthetic-noise-high",
+    "synthetic-beeps",
+    "synthetic-chirp",
 )
 
 _SUBSET_FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources", "avss": "AVSS"}
@@ -336,7 +360,10 @@ class AVSBenchReader:
             yield record.video_id, self.read_example(record)
 
     def read_example(self, record: VideoRecord) -> dict:
-        frames = [self._read_image_file(path, record, "frame") for path in frame_paths(self.subset_dir, self.subset, record)]
+        frames = [
+            self._read_image_file(path, record, "frame")
+            for path in frame_paths(self.subset_dir, self.subset, record)
+        ]
         labels, indices = [], []
         for index, path in mask_paths(self.subset_dir, self.subset, record).items():
             image = self._open_image(path, record, "ground-truth mask")
@@ -356,7 +383,9 @@ class AVSBenchReader:
         example["mask_frame_indices"] = indices
         example["semantic_labels" if self.subset == "avss" else "masks"] = labels
         if self.load_official_log_mel:
-            example["official_log_mel"] = load_official_log_mel(log_mel_path(self.subset_dir, self.subset, record))
+            example["official_log_mel"] = load_official_log_mel(
+                log_mel_path(self.subset_dir, self.subset, record)
+            )
         return example
 
     def _describe(self, record: VideoRecord) -> str:
@@ -390,8 +419,6 @@ class AVSBenchReader:
 
 
 __all__ = [
-    "AVSBenchMetadataError",
-    "AVSBenchReader",
     "AVSS_CLASS_NAMES",
     "AVSS_LABEL_SETS",
     "HF_SPLIT_NAMES",
@@ -399,6 +426,8 @@ __all__ = [
     "SPLITS",
     "SUBSETS",
     "SYNTHETIC_CATEGORIES",
+    "AVSBenchMetadataError",
+    "AVSBenchReader",
     "VideoRecord",
     "avsbench_features",
     "decode_binary_mask",

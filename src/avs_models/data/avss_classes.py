@@ -12,14 +12,77 @@ from __future__ import annotations
 import numpy as np
 
 AVSS_CLASS_NAMES: tuple[str, ...] = (
-    "background", "accordion", "airplane", "axe", "baby", "bassoon", "bell", "bird", "boat", "boy",
-    "bus", "car", "cat", "cello", "clarinet", "clipper", "clock", "dog", "donkey", "drum", "duck",
-    "elephant", "emergency-car", "erhu", "flute", "frying-food", "girl", "goose", "guitar", "gun",
-    "guzheng", "hair-dryer", "handpan", "harmonica", "harp", "helicopter", "hen", "horse",
-    "keyboard", "leopard", "lion", "man", "marimba", "missile-rocket", "motorcycle", "mower",
-    "parrot", "piano", "pig", "pipa", "saw", "saxophone", "sheep", "sitar", "sorna", "squirrel",
-    "tabla", "tank", "tiger", "tractor", "train", "trombone", "truck", "trumpet", "tuba", "ukulele",
-    "utv", "vacuum-cleaner", "violin", "wolf", "woman",
+    "background",
+    "accordion",
+    "airplane",
+    "axe",
+    "baby",
+    "bassoon",
+    "bell",
+    "bird",
+    "boat",
+    "boy",
+    "bus",
+    "car",
+    "cat",
+    "cello",
+    "clarinet",
+    "clipper",
+    "clock",
+    "dog",
+    "donkey",
+    "drum",
+    "duck",
+    "elephant",
+    "emergency-car",
+    "erhu",
+    "flute",
+    "frying-food",
+    "girl",
+    "goose",
+    "guitar",
+    "gun",
+    "guzheng",
+    "hair-dryer",
+    "handpan",
+    "harmonica",
+    "harp",
+    "helicopter",
+    "hen",
+    "horse",
+    "keyboard",
+    "leopard",
+    "lion",
+    "man",
+    "marimba",
+    "missile-rocket",
+    "motorcycle",
+    "mower",
+    "parrot",
+    "piano",
+    "pig",
+    "pipa",
+    "saw",
+    "saxophone",
+    "sheep",
+    "sitar",
+    "sorna",
+    "squirrel",
+    "tabla",
+    "tank",
+    "tiger",
+    "tractor",
+    "train",
+    "trombone",
+    "truck",
+    "trumpet",
+    "tuba",
+    "ukulele",
+    "utv",
+    "vacuum-cleaner",
+    "violin",
+    "wolf",
+    "woman",
 )
 AVSS_NUM_CLASSES = len(AVSS_CLASS_NAMES)
 
@@ -46,8 +109,14 @@ def color_mask_to_class_ids(color_mask: np.ndarray, palette: np.ndarray | None =
         raise ValueError(f"color_mask must have shape [H, W, 3], got {color_mask.shape}")
     palette = avss_palette() if palette is None else np.asarray(palette)
     # Pack each RGB triple into one integer so the lookup is a single vectorised search.
-    packed = (color_mask[..., 0].astype(np.int64) << 16) | (color_mask[..., 1].astype(np.int64) << 8) | color_mask[..., 2]
-    packed_palette = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
+    packed = (
+        (color_mask[..., 0].astype(np.int64) << 16)
+        | (color_mask[..., 1].astype(np.int64) << 8)
+        | color_mask[..., 2]
+    )
+    packed_palette = (
+        (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
+    )
     order = np.argsort(packed_palette)
     sorted_palette = packed_palette[order]
     position = np.clip(np.searchsorted(sorted_palette, packed), 0, len(sorted_palette) - 1)
@@ -60,5 +129,7 @@ def class_ids_to_color_mask(class_ids: np.ndarray, palette: np.ndarray | None = 
     palette = avss_palette() if palette is None else np.asarray(palette)
     class_ids = np.asarray(class_ids)
     if class_ids.min(initial=0) < 0 or class_ids.max(initial=0) >= len(palette):
-        raise ValueError(f"class ids must lie in [0, {len(palette) - 1}], got {class_ids.min()}..{class_ids.max()}")
+        raise ValueError(
+            f"class ids must lie in [0, {len(palette) - 1}], got {class_ids.min()}..{class_ids.max()}"
+        )
     return palette[class_ids]

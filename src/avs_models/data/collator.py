@@ -12,11 +12,22 @@ Works on examples from `datasets.load_dataset` of an export (PIL images) and str
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 
 from .avsbench import SUBSETS, decode_wav
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainAugmentation, images_to_tensor, normalize, resize_frames, resize_labels, to_pil
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TrainAugmentation,
+    images_to_tensor,
+    normalize,
+    resize_frames,
+    resize_labels,
+    to_pil,
+)
 
 AVSS_MAX_FRAMES = 10
 
@@ -32,18 +43,20 @@ class AVSBenchCollator:
         augmentation: e.g. `TrainAugmentation()` for training; None for evaluation.
         seed: seeds the augmentation's random draws.
         num_frames: frames per clip in the batch; defaults to 10 for AVSS and 5 otherwise.
+        mean: per-channel normalisation mean (ImageNet by default).
+        std: per-channel normalisation standard deviation (ImageNet by default).
     """
 
     def __init__(
         self,
         subset: str,
         image_size: int | tuple[int, int] = 224,
-        feature_extractor=None,
+        feature_extractor: Callable | None = None,
         augmentation: TrainAugmentation | None = None,
         seed: int | None = None,
         num_frames: int | None = None,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         if subset not in SUBSETS:
             raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
@@ -77,7 +90,9 @@ class AVSBenchCollator:
         labeled = torch.zeros(count, dtype=torch.bool)
         for index, image in zip(example["mask_frame_indices"], example[label_key]):
             if not 0 <= index < count:
-                raise ValueError(f"video {video!r}: ground truth for frame {index}, but the clip has {count} frames")
+                raise ValueError(
+                    f"video {video!r}: ground truth for frame {index}, but the clip has {count} frames"
+                )
             label = torch.from_numpy(np.asarray(to_pil(image).convert("L"), dtype=np.int64))
             labels[index] = resize_labels(label[None], self.image_size)[0].to(label_dtype)
             labeled[index] = True
@@ -95,7 +110,9 @@ class AVSBenchCollator:
 
     def _audio_features(self, audio, count: int, video: str) -> torch.Tensor:
         waveform, sampling_rate = decode_wav(audio)
-        features = self.feature_extractor(waveform, sampling_rate=sampling_rate, return_tensors="pt")["input_features"]
+        features = self.feature_extractor(waveform, sampling_rate=sampling_rate, return_tensors="pt")[
+            "input_features"
+        ]
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.shape[0] == 0:
             raise ValueError(f"video {video!r}: the audio is shorter than one second")

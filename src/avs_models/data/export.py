@@ -49,7 +49,9 @@ def export_avsbench(
     counts: dict[str, dict[str, int]] = {}
     for subset in subsets:
         # The AVSS release has no log-mel pickles, so the opt-in only concerns S4 and MS3.
-        reader = AVSBenchReader(raw_dir, subset, load_official_log_mel=load_official_log_mel and subset != "avss")
+        reader = AVSBenchReader(
+            raw_dir, subset, load_official_log_mel=load_official_log_mel and subset != "avss"
+        )
         counts[subset] = {}
         for split in SPLITS:
             records = reader.records(split)
@@ -63,7 +65,12 @@ def export_avsbench(
 
 
 def _write_split(
-    reader: AVSBenchReader, split: str, folder: Path, max_shard_bytes: int, rows_per_group: int, progress: bool
+    reader: AVSBenchReader,
+    split: str,
+    folder: Path,
+    max_shard_bytes: int,
+    rows_per_group: int,
+    progress: bool,
 ) -> int:
     records = reader.records(split)
     split_name = HF_SPLIT_NAMES[split]
@@ -172,12 +179,21 @@ def write_dataset_card(out_dir: str | Path) -> Path:
     """(Re)write `out_dir/README.md` with a `configs:` block listing every exported subset and split."""
     out_dir = Path(out_dir)
     configs = _exported_configs(out_dir)
-    lines = ["---", "license: other", "pretty_name: AVSBench", "task_categories:", "- image-segmentation", "configs:"]
+    lines = [
+        "---",
+        "license: other",
+        "pretty_name: AVSBench",
+        "task_categories:",
+        "- image-segmentation",
+        "configs:",
+    ]
     for subset, splits in configs.items():
         lines += [f"- config_name: {subset}", "  data_files:"]
         lines += [f"  - split: {split}\n    path: {subset}/{split}-*.parquet" for split in splits]
     lines.append("---")
-    present = ", ".join(f"`{subset}` ({', '.join(splits)})" for subset, splits in configs.items()) or "nothing yet"
+    present = (
+        ", ".join(f"`{subset}` ({', '.join(splits)})" for subset, splits in configs.items()) or "nothing yet"
+    )
     card = "\n".join(lines) + "\n" + _CARD_BODY.format(path_hint="path/to/this/folder", present=present)
     path = out_dir / "README.md"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,16 @@ _SUBSET_FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources", "avss": "AVSS"
 _SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross", "ellipse", "hexagon")
 _TEXTURES = ("solid", "stripes", "checker", "dots", "stripes", "solid", "checker", "dots")
 _COLORS = np.array(
-    [[230, 60, 50], [40, 170, 60], [50, 90, 220], [240, 200, 40], [200, 60, 200], [40, 200, 210],
-     [250, 140, 30], [240, 240, 240]],
+    [
+        [230, 60, 50],
+        [40, 170, 60],
+        [50, 90, 220],
+        [240, 200, 40],
+        [200, 60, 200],
+        [40, 200, 210],
+        [250, 140, 30],
+        [240, 240, 240],
+    ],
     dtype=np.float32,
 )
 
@@ -72,7 +80,9 @@ class SyntheticScene:
         return self.centers.shape[0]
 
 
-def sample_scene(rng: np.random.Generator, num_frames: int, num_objects: int, image_size: int) -> SyntheticScene:
+def sample_scene(
+    rng: np.random.Generator, num_frames: int, num_objects: int, image_size: int
+) -> SyntheticScene:
     """Place `num_objects` distinct kinds in distinct cells of a 3x3 grid so that they never overlap."""
     if not 1 <= num_objects <= min(NUM_KINDS, 9):
         raise ValueError(f"num_objects must be in [1, {min(NUM_KINDS, 9)}], got {num_objects}")
@@ -85,11 +95,18 @@ def sample_scene(rng: np.random.Generator, num_frames: int, num_objects: int, im
     velocity = rng.uniform(-0.04, 0.04, size=(num_objects, 2)) * cell
     steps = np.arange(num_frames)[:, None, None] - (num_frames - 1) / 2
     centers = start[None] + steps * velocity[None]
-    radii = radius[None] * (1 + 0.03 * np.sin(np.arange(num_frames)[:, None] + rng.uniform(0, 6, num_objects)))
+    radii = radius[None] * (
+        1 + 0.03 * np.sin(np.arange(num_frames)[:, None] + rng.uniform(0, 6, num_objects))
+    )
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32) / image_size
     base = rng.uniform(40, 120, size=3).astype(np.float32)
     tilt = rng.uniform(-40, 40, size=(2, 3)).astype(np.float32)
-    background = base + xx[..., None] * tilt[0] + yy[..., None] * tilt[1] + rng.normal(0, 6, (image_size, image_size, 1))
+    background = (
+        base
+        + xx[..., None] * tilt[0]
+        + yy[..., None] * tilt[1]
+        + rng.normal(0, 6, (image_size, image_size, 1))
+    )
     return SyntheticScene(kinds, centers, radii, np.clip(background, 0, 255).astype(np.uint8))
 
 
@@ -120,7 +137,9 @@ def _texture(texture: str, xx: np.ndarray, yy: np.ndarray, color: np.ndarray) ->
     elif texture == "checker":
         shade = ((np.floor(xx / period) + np.floor(yy / period)) % 2)[..., None]
     elif texture == "dots":
-        shade = (((xx % period) - period / 2) ** 2 + ((yy % period) - period / 2) ** 2 < (period / 3) ** 2)[..., None]
+        shade = (((xx % period) - period / 2) ** 2 + ((yy % period) - period / 2) ** 2 < (period / 3) ** 2)[
+            ..., None
+        ]
     else:
         return np.broadcast_to(color, xx.shape + (3,))
     return color * (1 - 0.45 * shade)
@@ -146,7 +165,9 @@ def kind_sound(kind: int, rng: np.random.Generator, seconds: int = 1) -> np.ndar
     name = SYNTHETIC_CATEGORIES[kind]
 
     def tones(*frequencies: float) -> np.ndarray:
-        return sum(np.sin(2 * np.pi * f * time + rng.uniform(0, 2 * np.pi)) for f in frequencies) / len(frequencies)
+        return sum(np.sin(2 * np.pi * f * time + rng.uniform(0, 2 * np.pi)) for f in frequencies) / len(
+            frequencies
+        )
 
     def band_noise(low: float, high: float) -> np.ndarray:
         spectrum = np.fft.rfft(rng.normal(size=time.size))
@@ -179,13 +200,17 @@ def render_audio(scene: SyntheticScene, sounding: np.ndarray, rng: np.random.Gen
     """Mix the clip's audio: second `t` is the sum of the sounds of objects with `sounding[t, i]`."""
     sounding = np.asarray(sounding, dtype=bool)
     if sounding.shape != (scene.num_frames, len(scene.kinds)):
-        raise ValueError(f"sounding must have shape {(scene.num_frames, len(scene.kinds))}, got {sounding.shape}")
+        raise ValueError(
+            f"sounding must have shape {(scene.num_frames, len(scene.kinds))}, got {sounding.shape}"
+        )
     audio = np.zeros(scene.num_frames * SAMPLING_RATE, dtype=np.float32)
     for index, kind in enumerate(scene.kinds):
         sound = kind_sound(int(kind), rng, scene.num_frames)
         gate = np.repeat(sounding[:, index], SAMPLING_RATE).astype(np.float32)
         audio += sound * gate
-    audio += rng.normal(0, 0.002, size=audio.shape).astype(np.float32)  # a faint floor, so no second is digital silence
+    audio += rng.normal(0, 0.002, size=audio.shape).astype(
+        np.float32
+    )  # a faint floor, so no second is digital silence
     return np.clip(audio, -0.99, 0.99)
 
 
@@ -275,7 +300,9 @@ def make_synthetic_avsbench(
     return subset_dir
 
 
-def _write_video(subset_dir: Path, subset: str, record: VideoRecord, scene: SyntheticScene, sounding, rng) -> None:
+def _write_video(
+    subset_dir: Path, subset: str, record: VideoRecord, scene: SyntheticScene, sounding, rng
+) -> None:
     masks = mask_paths(subset_dir, subset, record)
     for t, path in enumerate(frame_paths(subset_dir, subset, record)):
         image, object_map = render_frame(scene, t)

@@ -105,7 +105,9 @@ class TrainAugmentation:
         self, frames: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         draws = torch.rand(4, generator=generator).tolist()
-        factors = [1 + x * (2 * u - 1) for x, u in zip((self.brightness, self.contrast, self.saturation), draws)]
+        factors = [
+            1 + x * (2 * u - 1) for x, u in zip((self.brightness, self.contrast, self.saturation), draws)
+        ]
         frames = color_jitter(frames, *factors)
         if draws[3] < self.flip_probability:
             frames, labels = frames.flip(-1), labels.flip(-1)
