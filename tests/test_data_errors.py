@@ -1,6 +1,7 @@
 """Broken AVSBench folders give errors that name the file and the video."""
 
 import csv
+import json
 import logging
 import os
 import pickle
@@ -91,6 +92,16 @@ def test_unknown_avss_label_set(tmp_path):
     avss_dir = make_synthetic_avsbench(tmp_path, "avss", 1, seed=1, image_size=40)
     _append_row(avss_dir / "metadata.csv", ["clip_x", "train", "v3"])
     with pytest.raises(AVSBenchMetadataError, match="unknown label set 'v3'"):
+        AVSBenchReader(avss_dir, "avss")
+
+
+def test_label_index_must_match_the_avss_classes(tmp_path):
+    avss_dir = make_synthetic_avsbench(tmp_path, "avss", 1, seed=1, image_size=40)
+    assert AVSBenchReader(avss_dir, "avss").records("train")
+    label_index = json.loads((avss_dir / "label2idx.json").read_text())
+    label_index["accordion"], label_index["airplane"] = label_index["airplane"], label_index["accordion"]
+    (avss_dir / "label2idx.json").write_text(json.dumps(label_index))
+    with pytest.raises(ValueError, match="label2idx.json"):
         AVSBenchReader(avss_dir, "avss")
 
 

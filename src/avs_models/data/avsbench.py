@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import pickle
 from collections.abc import Iterator
@@ -299,6 +300,8 @@ class AVSBenchReader:
         self.load_official_log_mel = load_official_log_mel
         self._records = self._read_metadata()
         self._palette = avss_palette()
+        if subset == "avss":
+            self._check_label_index()
 
     def features(self, *, audio_feature: bool = False):
         return avsbench_features(
@@ -340,6 +343,19 @@ class AVSBenchReader:
                 raise AVSBenchMetadataError(message)
             logger.warning("%s\nthese rows are skipped (on_bad_row='warn')", message)
         return records
+
+    def _check_label_index(self) -> None:
+        """The release's `label2idx.json`, when present, must list the 71 known classes in id order."""
+        path = self.subset_dir / "label2idx.json"
+        if not path.is_file():
+            return
+        label_to_index = json.loads(path.read_text(encoding="utf-8"))
+        names = tuple(sorted(label_to_index, key=label_to_index.get))
+        if names != AVSS_CLASS_NAMES:
+            raise ValueError(
+                f"{path} does not list the {len(AVSS_CLASS_NAMES)} AVSS classes in the expected order "
+                f"(background, accordion, ..., woman); class ids would be decoded wrongly"
+            )
 
     def _row_problem(self, record: VideoRecord) -> str | None:
         if not record.video_id:
