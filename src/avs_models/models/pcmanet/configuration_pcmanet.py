@@ -80,7 +80,8 @@ class PCMANetConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        kwargs.setdefault("num_labels", 1)
+        if self.id2label is None:
+            kwargs.setdefault("num_labels", 1)
         super().__post_init__(**kwargs)
         if isinstance(self.audio_config, dict):
             # Not a declared sub-config: the VGGish config class exists only where avs_models is
