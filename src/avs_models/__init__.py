@@ -7,6 +7,7 @@ Importing the package registers every model family with `AutoConfig`, `AutoModel
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
 
 from .models.auto import AutoModelForAudioVisualSegmentation
+from .models.c3n import C3NConfig, C3NForAudioVisualSegmentation
 from .models.vggish import VGGishConfig, VGGishFeatureExtractor, VGGishForAudioClassification, VGGishModel
 
 __version__ = "0.1.0"

