@@ -24,8 +24,12 @@ _register(VGGishConfig, VGGishModel)
 AutoModelForAudioClassification.register(VGGishConfig, VGGishForAudioClassification, exist_ok=True)
 AutoFeatureExtractor.register(VGGishConfig, VGGishFeatureExtractor, exist_ok=True)
 
+_register(C3NConfig, C3NForAudioVisualSegmentation, C3NForAudioVisualSegmentation)
+
 __all__ = [
     "AutoModelForAudioVisualSegmentation",
+    "C3NConfig",
+    "C3NForAudioVisualSegmentation",
     "VGGishConfig",
     "VGGishFeatureExtractor",
     "VGGishForAudioClassification",
