@@ -1,0 +1,249 @@
+"""C3N with tiny PVT-v2 / Swin backbones: Auto classes, save/load, CCAM, consensus, loss, input errors."""
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModel
+
+from avs_models import AutoModelForAudioVisualSegmentation
+from avs_models.models.backbones import pvt_v2_b5_backbone_config, swin_base_backbone_config
+from avs_models.models.c3n import C3NConfig, C3NForAudioVisualSegmentation, compute_label_similarity
+
+NUM_VISUAL, NUM_AUDIO, AUDIO_DIM = 10, 7, 12
+
+
+def tiny_config(backbone="pvt_v2", **overrides):
+    if backbone == "pvt_v2":
+        backbone_config = pvt_v2_b5_backbone_config(
+            depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 1, 1]
+        )
+    else:
+        backbone_config = swin_base_backbone_config(
+            embed_dim=8, depths=[1, 2, 1, 2], num_heads=[1, 1, 1, 1], image_size=64, window_size=4
+        )
+    kwargs = dict(
+        backbone_config=backbone_config,
+        hidden_size=16,
+        head_hidden_sizes=[8, 4],
+        num_visual_classes=NUM_VISUAL,
+        num_audio_classes=NUM_AUDIO,
+        audio_embed_dim=AUDIO_DIM,
+    )
+    kwargs.update(overrides)
+    return C3NConfig(**kwargs)
+
+
+def tiny_model(backbone="pvt_v2", seed=0, **overrides):
+    torch.manual_seed(seed)
+    model = C3NForAudioVisualSegmentation(tiny_config(backbone, **overrides))
+    model.set_label_similarity(torch.rand(NUM_VISUAL, NUM_AUDIO))
+    # a visual head with large weights so the consensus is not decided by a near tie
+    with torch.no_grad():
+        model.visual_classifier.weight.mul_(50)
+    return model.eval()
+
+
+def tiny_inputs(batch=2, frames=3, height=64, width=64, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return dict(
+        pixel_values=torch.randn(batch, frames, 3, height, width, generator=generator),
+        audio_embeds=torch.randn(batch, frames, AUDIO_DIM, generator=generator),
+        audio_logits=3 * torch.randn(batch, frames, NUM_AUDIO, generator=generator),
+    )
+
+
+def test_auto_classes_build_c3n(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, C3NConfig)
+    assert type(AutoModel.from_config(config)) is C3NForAudioVisualSegmentation
+    assert type(AutoModelForAudioVisualSegmentation.from_config(config)) is C3NForAudioVisualSegmentation
+
+
+def test_default_config_is_pvt_v2_b5():
+    config = C3NConfig()
+    assert config.backbone_config.model_type == "pvt_v2"
+    assert list(config.backbone_config.depths) == [3, 6, 40, 3]
+    assert (config.consensus_audio_exponent, config.consensus_visual_exponent) == (0.1, 0.1)
+    assert config.ccam_weight_normalization == "l2"
+
+
+@pytest.mark.parametrize("backbone", ["pvt_v2", "swin"])
+@pytest.mark.parametrize("batch,frames,height,width", [(2, 3, 64, 64), (1, 2, 64, 96)])
+def test_output_shapes_any_batch_and_frames(backbone, batch, frames, height, width):
+    model = tiny_model(backbone)
+    with torch.no_grad():
+        output = model(**tiny_inputs(batch, frames, height, width))
+    assert output.logits.shape == (batch, frames, 1, height, width)
+    assert output.unified_labels.shape == (batch, frames)
+    assert output.visual_logits.shape == (batch, frames, NUM_VISUAL)
+    assert [w.shape[-1] for w in output.ccam_weights] == list(model.backbone.channels)
+    assert torch.isfinite(output.logits).all()
+
+
+def test_save_and_load_round_trip_keeps_similarity_matrix(tmp_path):
+    model = tiny_model()
+    inputs = tiny_inputs()
+    with torch.no_grad():
+        before = model(**inputs)
+    model.save_pretrained(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    assert torch.equal(stored["label_similarity"], model.label_similarity)
+    reloaded = AutoModelForAudioVisualSegmentation.from_pretrained(tmp_path).eval()
+    assert torch.equal(reloaded.label_similarity, model.label_similarity)
+    with torch.no_grad():
+        after = reloaded(**inputs)
+    torch.testing.assert_close(after.logits, before.logits)
+    assert torch.equal(after.unified_labels, before.unified_labels)
+
+
+def _reference_ccam_weights(model, pixel_values, unified_labels):
+    """Grad-CAM weights the plain way: retain block-output grads on a copy and call backward()."""
+    reference = copy.deepcopy(model)
+    blocks = {"pvt_v2": lambda b: b.encoder.layers, "swin": lambda b: b.swin.encoder.layers}
+    stages = blocks[reference.config.backbone_config.model_type](reference.backbone)
+    outputs = []
+
+    def keep(module, inputs, output):
+        output[0].retain_grad()
+        outputs.append(output[0])
+
+    handles = [stage.blocks[-1].register_forward_hook(keep) for stage in stages]
+    flat = pixel_values.flatten(0, 1)
+    features = reference.backbone(flat).feature_maps
+    logits = reference.visual_classifier(features[-1].mean(dim=(2, 3)))
+    logits.gather(1, unified_labels.flatten()[:, None]).sum().backward()
+    for handle in handles:
+        handle.remove()
+    return [output.grad.mean(dim=1) for output in outputs]
+
+
+@pytest.mark.parametrize("backbone", ["pvt_v2", "swin"])
+def test_ccam_weights_match_backward_reference_and_leave_grads_untouched(backbone):
+    model = tiny_model(backbone)
+    inputs = tiny_inputs()
+    with torch.no_grad():
+        output = model(**inputs)
+    assert all(parameter.grad is None for parameter in model.parameters())
+    expected = _reference_ccam_weights(model, inputs["pixel_values"], output.unified_labels)
+    for ours, reference in zip(output.ccam_weights, expected):
+        torch.testing.assert_close(ours.flatten(0, 1), reference, rtol=1e-4, atol=1e-7)
+
+    model.train()
+    model(**inputs)  # gradients enabled: the CCAM gradient must still not land in .grad
+    assert all(parameter.grad is None for parameter in model.parameters())
+
+
+def test_ccam_works_with_a_frozen_backbone():
+    model = tiny_model()
+    model.backbone.requires_grad_(False)
+    with torch.no_grad():
+        output = model(**tiny_inputs())
+    assert all(weights.abs().sum() > 0 for weights in output.ccam_weights)
+
+
+def test_unified_label_is_brute_force_argmax():
+    model = tiny_model()
+    inputs = tiny_inputs()
+    with torch.no_grad():
+        output = model(**inputs)
+    visual = output.visual_logits.flatten(0, 1).softmax(-1) ** 0.1
+    audio = inputs["audio_logits"].flatten(0, 1).softmax(-1) ** 0.1
+    for row in range(visual.shape[0]):
+        best, best_visual = None, None
+        for v in range(NUM_VISUAL):
+            for a in range(NUM_AUDIO):
+                score = audio[row, a] * model.label_similarity[v, a] * visual[row, v]
+                if best is None or score > best:
+                    best, best_visual = score, v
+        assert output.unified_labels.flatten()[row].item() == best_visual
+
+
+def test_table_ii_ablations():
+    inputs = tiny_inputs()
+    visual_only = tiny_model(consensus_mode="visual_only")
+    with torch.no_grad():
+        output = visual_only(pixel_values=inputs["pixel_values"], audio_embeds=inputs["audio_embeds"])
+    assert torch.equal(output.unified_labels, output.visual_logits.argmax(-1))
+
+    no_consensus = tiny_model(consensus_mode="none", use_audio_features=False)
+    with torch.no_grad():
+        output = no_consensus(pixel_values=inputs["pixel_values"])
+    assert output.unified_labels is None and output.ccam_weights is None
+    assert output.logits.shape == (2, 3, 1, 64, 64)
+
+
+def test_paper_ccam_normalisation_differs_from_official():
+    inputs = tiny_inputs()
+    official, paper = tiny_model(), tiny_model(ccam_weight_normalization="none")
+    paper.load_state_dict(official.state_dict())
+    with torch.no_grad():
+        a, b = official(**inputs), paper(**inputs)
+    assert torch.equal(a.unified_labels, b.unified_labels)
+    assert not torch.allclose(a.logits, b.logits)
+
+
+def test_loss_uses_labelled_frames_and_trains_without_touching_the_frozen_head():
+    model = tiny_model().train()
+    inputs = tiny_inputs()
+    labels = (torch.rand(2, 3, 64, 64) > 0.5).float()
+    first_only = torch.tensor([[True, False, False]] * 2)
+    output = model(**inputs, labels=labels, labelled_frames=first_only)
+    expected = C3NForAudioVisualSegmentation.segmentation_loss(
+        output.logits[:, :1].detach(), labels[:, :1]
+    )
+    torch.testing.assert_close(output.loss.detach(), expected)
+    output.loss.backward()
+    assert model.visual_classifier.weight.grad is None
+    assert model.aspp[0].projection.weight.grad is not None
+    assert model.backbone.encoder.layers[0].blocks[0].mlp.dense1.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    "change,argument",
+    [
+        (lambda i: i.update(pixel_values=i["pixel_values"][0]), "pixel_values"),
+        (lambda i: i.update(pixel_values=(i["pixel_values"] * 100).to(torch.uint8)), "pixel_values"),
+        (lambda i: i.update(audio_embeds=i["audio_embeds"][:, :2]), "audio_embeds"),
+        (lambda i: i.update(audio_embeds=i["audio_embeds"][..., :5]), "audio_embeds"),
+        (lambda i: i.update(audio_logits=i["audio_logits"][..., :3]), "audio_logits"),
+        (lambda i: i.pop("audio_logits"), "audio_logits"),
+        (lambda i: i.update(labels=torch.zeros(2, 3, 32, 32)), "labels"),
+        (lambda i: i.update(labelled_frames=torch.ones(2, 4, dtype=torch.bool)), "labelled_frames"),
+    ],
+)
+def test_bad_inputs_name_the_argument(change, argument):
+    model = tiny_model()
+    inputs = tiny_inputs()
+    change(inputs)
+    with pytest.raises((ValueError, TypeError), match=argument):
+        model(**inputs)
+
+
+def test_bad_config_and_similarity_shape():
+    with pytest.raises(ValueError, match="consensus_mode"):
+        tiny_config(consensus_mode="audio")
+    with pytest.raises(ValueError, match="ccam_weight_normalization"):
+        tiny_config(ccam_weight_normalization="l1")
+    with pytest.raises(ValueError, match="matrix"):
+        tiny_model().set_label_similarity(torch.rand(NUM_AUDIO, NUM_VISUAL))
+
+
+def test_similarity_from_label_names_with_offline_model(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = tiny_model(
+        visual_label_names=[f"object {i}" for i in range(NUM_VISUAL - 2)] + ["dog", "sports car"],
+        audio_label_names=[f"sound {i}" for i in range(NUM_AUDIO - 2)] + ["Bark", "Car engine"],
+    )
+    matrix = model.compute_label_similarity_from_names()
+    assert matrix.shape == (NUM_VISUAL, NUM_AUDIO)
+    assert torch.equal(model.label_similarity, matrix)
+    assert matrix[-2, -2] > matrix[-2, -1] and matrix[-1, -1] > matrix[-1, -2]
+
+
+def test_missing_label_embedding_model_says_how_to_pass_a_matrix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="set_label_similarity"):
+        compute_label_similarity(["dog"], ["Bark"], str(tmp_path / "no-such-model"))
