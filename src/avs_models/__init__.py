@@ -4,11 +4,20 @@ Importing the package registers every model family with `AutoConfig`, `AutoModel
 `AutoModelForAudioVisualSegmentation`.
 """
 
-from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoProcessor,
+)
 
 from .models.auto import AutoModelForAudioVisualSegmentation
 from .models.c3n import C3NConfig, C3NForAudioVisualSegmentation
+from .models.pcmanet import PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetSegmentationOutput
 from .models.vggish import VGGishConfig, VGGishFeatureExtractor, VGGishForAudioClassification, VGGishModel
+from .processing import AudioVisualImageProcessor, AudioVisualProcessor
 
 __version__ = "0.1.0"
 
@@ -26,7 +35,13 @@ AutoFeatureExtractor.register(VGGishConfig, VGGishFeatureExtractor, exist_ok=Tru
 
 _register(C3NConfig, C3NForAudioVisualSegmentation, C3NForAudioVisualSegmentation)
 
+for _config_class in (PCMANetConfig, C3NConfig):
+    AutoImageProcessor.register(_config_class, AudioVisualImageProcessor, exist_ok=True)
+    AutoProcessor.register(_config_class, AudioVisualProcessor, exist_ok=True)
+
 __all__ = [
+    "AudioVisualImageProcessor",
+    "AudioVisualProcessor",
     "AutoModelForAudioVisualSegmentation",
     "C3NConfig",
     "C3NForAudioVisualSegmentation",

@@ -16,7 +16,7 @@ class C3NConfig(PreTrainedConfig):
     The defaults build C3N with PVT-v2-b5 and VGGish embeddings, behaving like the official
     checkpoints (`ZhaofengSHI/AVS-C3N`, `C3N_vggish`).
 
-    Args:
+    Attributes:
         backbone_config (`dict` or `PreTrainedConfig`, *optional*):
             Transformers vision backbone returning 4 stage feature maps (PVT-v2-b5 when omitted;
             `avs_models.models.backbones.swin_base_backbone_config()` gives Swin-B).

@@ -49,7 +49,7 @@ def htk_mel_weights(
     return weights
 
 
-def _validated_sampling_rate(sampling_rate) -> int:
+def validate_sampling_rate(sampling_rate) -> int:
     if sampling_rate is None:
         raise ValueError(
             "`sampling_rate` is required for raw audio arrays: pass the rate of the waveform in Hz, "
@@ -61,7 +61,7 @@ def _validated_sampling_rate(sampling_rate) -> int:
     return int(sampling_rate)
 
 
-def _as_float_waveform(waveform) -> np.ndarray:
+def to_mono_float_waveform(waveform) -> np.ndarray:
     """One waveform (1-D, or 2-D multi-channel) as a mono float64 array in the input's own scale."""
     if hasattr(waveform, "detach"):  # torch.Tensor
         waveform = waveform.detach().cpu().numpy()
@@ -243,7 +243,7 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         """
         if kwargs:
             raise TypeError(f"unexpected keyword arguments for {type(self).__name__}: {sorted(kwargs)}")
-        source_rate = _validated_sampling_rate(sampling_rate)
+        source_rate = validate_sampling_rate(sampling_rate)
         num_examples = self._validated_num_examples(
             num_examples if num_examples is not None else self.num_examples
         )
@@ -254,7 +254,7 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         )
         clips = list(raw_audio) if is_batch else [raw_audio]
         examples = [
-            self.waveform_to_examples(self._resampled(_as_float_waveform(clip), source_rate), num_examples)
+            self.waveform_to_examples(self.resample(to_mono_float_waveform(clip), source_rate), num_examples)
             for clip in clips
         ]
         if not is_batch:
@@ -275,7 +275,8 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
             {"input_features": features, "attention_mask": attention_mask}, tensor_type=return_tensors
         )
 
-    def _resampled(self, waveform: np.ndarray, source_rate: int) -> np.ndarray:
+    def resample(self, waveform: np.ndarray, source_rate: int) -> np.ndarray:
+        """Resample a float waveform from `source_rate` to `sampling_rate` (`scipy.signal.resample_poly`)."""
         if source_rate == self.sampling_rate:
             return waveform
         divisor = math.gcd(source_rate, self.sampling_rate)

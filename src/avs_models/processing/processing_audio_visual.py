@@ -1,0 +1,247 @@
+"""`AudioVisualProcessor`: a video (or frames + audio) -> clips of T frames paired with T one-second audio examples."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+from ..models.vggish.feature_extraction_vggish import to_mono_float_waveform, validate_sampling_rate
+from .video_io import DecodedClip, read_audio_file, read_frame_folder, read_video
+
+
+class AudioVisualProcessor(ProcessorMixin):
+    r"""Pairs video frames with VGGish audio examples, clip by clip, and turns model logits back into masks.
+
+    A clip is `num_frames` consecutive seconds: one frame per second (the frame on screen just
+    before `k + frame_time` seconds; 1.0 = the end of each second, as AVSBench) and the log-mel
+    example of that second's audio. Longer inputs are split into consecutive clips; the last,
+    shorter one is padded (zero pixels, silent audio, `frame_mask` 0) or dropped.
+
+    Args:
+        image_processor ([`AudioVisualImageProcessor`]): resizes and normalises frames.
+        feature_extractor ([`VGGishFeatureExtractor`]): computes the log-mel examples.
+        num_frames (`int`, defaults to 5): frames (seconds) per clip, T.
+        frame_time (`float`, defaults to 1.0): where in each second the frame is taken, in (0, 1].
+        pad_last_clip (`bool`, defaults to `True`): pad the last incomplete clip, or drop it.
+        max_length_mismatch (`float`, defaults to 1.0): largest allowed difference in seconds
+            between the frames and the audio; the audio is padded with silence or trimmed within it.
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        feature_extractor=None,
+        num_frames: int = 5,
+        frame_time: float = 1.0,
+        pad_last_clip: bool = True,
+        max_length_mismatch: float = 1.0,
+        **kwargs,
+    ):
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise ValueError(f"`num_frames` must be a positive integer, got {num_frames!r}")
+        if not 0.0 < frame_time <= 1.0:
+            raise ValueError(f"`frame_time` must lie in (0, 1], got {frame_time}")
+        if max_length_mismatch < 0:
+            raise ValueError(f"`max_length_mismatch` must be >= 0 seconds, got {max_length_mismatch}")
+        self.num_frames = num_frames
+        self.frame_time = frame_time
+        self.pad_last_clip = pad_last_clip
+        self.max_length_mismatch = max_length_mismatch
+        super().__init__(image_processor, feature_extractor, **kwargs)
+
+    def __call__(
+        self,
+        video: str | Path | None = None,
+        *,
+        frames=None,
+        audio=None,
+        sampling_rate: int | None = None,
+        frames_dir: str | Path | None = None,
+        audio_path: str | Path | None = None,
+        return_tensors: str = "pt",
+    ) -> BatchFeature:
+        """Prepare model inputs from one of: a video file; `frames` + `audio` (+ `sampling_rate`);
+        `frames_dir` + `audio_path`.
+
+        Args:
+            video: path of a video file with an audio track (decoded with PyAV).
+            frames: one frame per second (PIL images, `[H, W, 3]` arrays or `[3, H, W]` tensors).
+            audio: the waveform going with `frames` (1-D, or multi-channel; float or integer PCM).
+            sampling_rate: rate of `audio` in Hz (required with `audio`).
+            frames_dir: folder of frame images, one per second, in natural name order.
+            audio_path: sound file going with `frames_dir` (or with `frames`).
+            return_tensors: only `"pt"` is supported.
+
+        Returns:
+            `BatchFeature` with, for C clips of T = `num_frames`:
+            `pixel_values` `[C, T, 3, H, W]`, `input_features` `[C, T, 1, 96, 64]`,
+            `frame_mask` `[C, T]` (1 real frame, 0 padding), `original_sizes` `[C, T, 2]`
+            (height, width of each frame) and `frame_times` `[C, T]` (seconds; -1 for padding).
+        """
+        if return_tensors != "pt":
+            raise ValueError(f"`return_tensors` must be 'pt', got {return_tensors!r}")
+        clip = self._load(video, frames, audio, sampling_rate, frames_dir, audio_path)
+        self._check_lengths(clip)
+        return self._make_clips(clip)
+
+    def _load(self, video, frames, audio, sampling_rate, frames_dir, audio_path) -> DecodedClip:
+        given = {
+            name
+            for name, value in (
+                ("video", video),
+                ("frames", frames),
+                ("frames_dir", frames_dir),
+                ("audio", audio),
+                ("audio_path", audio_path),
+            )
+            if value is not None
+        }
+        if not given:
+            raise ValueError(
+                "no input: pass a video path, or `frames` / `frames_dir` with `audio` / `audio_path`"
+            )
+        if video is not None:
+            if given != {"video"}:
+                raise ValueError(f"pass either `video` alone or frames with audio, not {sorted(given)}")
+            decoded = read_video(video, self.frame_time, self.feature_extractor.sampling_rate)
+            return decoded
+        if (frames is None) == (frames_dir is None):
+            raise ValueError("pass exactly one of `frames` and `frames_dir`")
+        if (audio is None) == (audio_path is None):
+            raise ValueError("pass exactly one of `audio` (with `sampling_rate`) and `audio_path`")
+        frame_list = read_frame_folder(frames_dir) if frames_dir is not None else list(frames)
+        if not frame_list:
+            raise ValueError("`frames` is empty: pass at least one frame")
+        if audio_path is not None:
+            audio, sampling_rate = read_audio_file(audio_path)
+        elif sampling_rate is None:
+            raise ValueError(
+                "`sampling_rate` is required with raw `audio` arrays: pass the waveform's rate in Hz"
+            )
+        waveform = self._mono_waveform_at_model_rate(audio, sampling_rate)
+        frame_times = [index + self.frame_time for index in range(len(frame_list))]
+        return DecodedClip(frame_list, frame_times, waveform, self.feature_extractor.sampling_rate)
+
+    def _mono_waveform_at_model_rate(self, audio, sampling_rate) -> np.ndarray:
+        rate = validate_sampling_rate(sampling_rate)
+        return self.feature_extractor.resample(to_mono_float_waveform(audio), rate)
+
+    def _check_lengths(self, clip: DecodedClip) -> None:
+        visual_seconds = clip.video_duration if clip.video_duration is not None else float(len(clip.frames))
+        difference = visual_seconds - clip.audio_duration
+        if abs(difference) > self.max_length_mismatch:
+            longer, shorter = ("video", "audio") if difference > 0 else ("audio", "video")
+            raise ValueError(
+                f"the {longer} is {abs(difference):.2f} s longer than the {shorter} "
+                f"({visual_seconds:.2f} s of frames vs {clip.audio_duration:.2f} s of audio); "
+                f"at most {self.max_length_mismatch} s is allowed (`max_length_mismatch`)"
+            )
+
+    def _make_clips(self, clip: DecodedClip) -> BatchFeature:
+        num_seconds, clip_length = len(clip.frames), self.num_frames
+        num_clips = math.ceil(num_seconds / clip_length) if self.pad_last_clip else num_seconds // clip_length
+        if num_clips == 0:
+            raise ValueError(
+                f"the input has {num_seconds} s, less than one clip of {clip_length} s, and `pad_last_clip` is False"
+            )
+        pixels = self.image_processor(clip.frames[: num_clips * clip_length])
+        height, width = pixels["pixel_values"].shape[-2:]
+        pixel_values = torch.zeros(num_clips * clip_length, 3, height, width)
+        original_sizes = torch.zeros(num_clips * clip_length, 2, dtype=torch.long)
+        frame_times = torch.full((num_clips * clip_length,), -1.0)
+        real = len(pixels["pixel_values"])
+        pixel_values[:real] = pixels["pixel_values"]
+        original_sizes[:real] = pixels["original_sizes"]
+        original_sizes[real:] = pixels["original_sizes"][-1]
+        frame_times[:real] = torch.tensor(clip.frame_times[:real], dtype=torch.float32)
+        frame_mask = (torch.arange(num_clips * clip_length) < real).long()
+
+        samples_per_clip = clip_length * clip.sampling_rate
+        input_features = torch.stack(
+            [
+                torch.from_numpy(
+                    self.feature_extractor(
+                        self._clip_audio(clip.waveform, index * samples_per_clip, samples_per_clip),
+                        sampling_rate=clip.sampling_rate,
+                        num_examples=clip_length,
+                    )["input_features"]
+                )
+                for index in range(num_clips)
+            ]
+        )
+        shape = (num_clips, clip_length)
+        return BatchFeature(
+            {
+                "pixel_values": pixel_values.reshape(*shape, 3, height, width),
+                "input_features": input_features,
+                "frame_mask": frame_mask.reshape(shape),
+                "original_sizes": original_sizes.reshape(*shape, 2),
+                "frame_times": frame_times.reshape(shape),
+            }
+        )
+
+    @staticmethod
+    def _clip_audio(waveform: np.ndarray, start: int, length: int) -> np.ndarray:
+        # Silence where the audio ends early (the feature extractor also pads to whole examples).
+        segment = waveform[start : start + length]
+        return segment if len(segment) else np.zeros(1, dtype=np.float32)
+
+    def post_process_masks(
+        self,
+        logits: torch.Tensor,
+        original_sizes: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        threshold: float = 0.5,
+    ) -> list[list[np.ndarray]]:
+        """Model logits -> masks at each frame's original size.
+
+        Args:
+            logits (`torch.Tensor` of shape `[C, T, num_labels, h, w]`): segmentation logits.
+            original_sizes (`torch.Tensor` of shape `[C, T, 2]`, *optional*): (height, width) per
+                frame, as returned by the processor; by default masks keep the logits' size.
+            frame_mask (`torch.Tensor` of shape `[C, T]`, *optional*): padded frames (0) are left out.
+            threshold (`float`): probability threshold for binary models (`num_labels == 1`).
+
+        Returns:
+            One list per clip of `[H, W]` uint8 arrays: 0/1 masks (sigmoid > threshold) for
+            binary models, class ids (argmax) for semantic ones.
+        """
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 5:
+            raise ValueError(
+                f"`logits` must be a tensor of shape [C, T, num_labels, h, w], got {getattr(logits, 'shape', logits)}"
+            )
+        num_clips, clip_length = logits.shape[:2]
+        for name, value, shape in (
+            ("original_sizes", original_sizes, (num_clips, clip_length, 2)),
+            ("frame_mask", frame_mask, (num_clips, clip_length)),
+        ):
+            if value is not None and tuple(value.shape) != shape:
+                raise ValueError(f"`{name}` must have shape {list(shape)}, got {list(value.shape)}")
+        masks = []
+        for clip_index in range(num_clips):
+            clip_masks = []
+            for frame_index in range(clip_length):
+                if frame_mask is not None and not frame_mask[clip_index, frame_index]:
+                    continue
+                frame_logits = logits[clip_index, frame_index].detach().float()[None]
+                if original_sizes is not None:
+                    size = tuple(int(v) for v in original_sizes[clip_index, frame_index])
+                    frame_logits = F.interpolate(
+                        frame_logits, size=size, mode="bilinear", align_corners=False
+                    )
+                if frame_logits.shape[1] == 1:
+                    mask = torch.sigmoid(frame_logits[0, 0]) > threshold
+                else:
+                    mask = frame_logits[0].argmax(dim=0)
+                clip_masks.append(mask.to(torch.uint8).numpy())
+            masks.append(clip_masks)
+        return masks
+
+
+__all__ = ["AudioVisualProcessor"]
