@@ -8,6 +8,7 @@ from parity_weights import deterministic_state_dict
 from safetensors.torch import load_file
 from transformers import AutoModel
 
+from avs_models import VGGishConfig, VGGishModel
 from avs_models.models.pcmanet.convert_pcmanet_original_to_hf import main as convert
 
 # Parameters of the official models' state dicts (unused branches included), as counted upstream.
@@ -26,8 +27,17 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
     official_state_dict = deterministic_state_dict(meta["state_dict_spec"])
     torch.save(official_state_dict, tmp_path / "official.pth")
 
-    convert(["--checkpoint", str(tmp_path / "official.pth"), "--output-dir", str(tmp_path / "converted")])
+    arguments = ["--checkpoint", str(tmp_path / "official.pth"), "--output-dir", str(tmp_path / "converted")]
+    if variant == "pcmanet_resnet50_s4":  # also attach a VGGish encoder, as users converting for log-mel input do
+        torch.manual_seed(0)
+        VGGishModel(VGGishConfig()).save_pretrained(tmp_path / "vggish")
+        arguments += ["--vggish-dir", str(tmp_path / "vggish")]
+    convert(arguments)
     model = AutoModel.from_pretrained(tmp_path / "converted").eval()
+    if variant == "pcmanet_resnet50_s4":
+        vggish = VGGishModel.from_pretrained(tmp_path / "vggish")
+        for (name, ours), theirs in zip(model.audio_encoder.state_dict().items(), vggish.state_dict().values()):
+            assert torch.equal(ours, theirs), name
 
     clips, frames = meta["clips"], meta["frames_per_clip"]
     inputs = {
@@ -56,4 +66,5 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
         and not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
     ]
     unused_parameters = sum(official_state_dict[key].numel() for key in unused)
-    assert model.num_parameters() + unused_parameters == OFFICIAL_PARAMETER_COUNTS[variant]
+    ours = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("audio_encoder."))
+    assert ours + unused_parameters == OFFICIAL_PARAMETER_COUNTS[variant]

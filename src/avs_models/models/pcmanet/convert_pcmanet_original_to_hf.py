@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 import torch
+from transformers import AutoModel
 
 from ..backbones import (
     convert_official_pvt_v2_state_dict,
@@ -143,15 +144,21 @@ def convert_state_dict(
 
 
 def convert_pcmanet_checkpoint(
-    official_state_dict: dict[str, torch.Tensor], **config_overrides
+    official_state_dict: dict[str, torch.Tensor], audio_encoder_dir: str | Path | None = None, **config_overrides
 ) -> tuple[PCMANetForAudioVisualSegmentation, list[str]]:
     """Build our model from an official state dict; returns the model and the dropped keys.
 
-    Every tensor of our model must come from the checkpoint (the audio encoder, if the config
-    has one, excepted): a missing one raises `KeyError`.
+    Every tensor of our model must come from the checkpoint: a missing one raises `KeyError`.
+    The official models take VGGish embeddings; with `audio_encoder_dir` (a converted VGGish
+    folder, see `convert_vggish_original_to_hf`) the model embeds log-mel `input_features` itself.
     """
+    audio_encoder = AutoModel.from_pretrained(audio_encoder_dir) if audio_encoder_dir else None
+    if audio_encoder is not None:
+        config_overrides["audio_config"] = audio_encoder.config
     config = config_from_official_state_dict(official_state_dict, **config_overrides)
     model = PCMANetForAudioVisualSegmentation(config)
+    if audio_encoder is not None:
+        model.audio_encoder.load_state_dict(audio_encoder.state_dict())
     converted, dropped = convert_state_dict(official_state_dict)
     result = model.load_state_dict(converted, strict=False)
     missing = [key for key in result.missing_keys if not key.startswith("audio_encoder.")]
@@ -164,13 +171,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="official PCMANet .pth state dict")
     parser.add_argument("--output-dir", required=True, help="folder for config.json + model.safetensors")
+    parser.add_argument("--vggish-dir", help="converted VGGish folder to embed log-mel input inside the model")
     parser.add_argument(
         "--qsca-token-layout", choices=["official", "spatial"], default="official",
         help="keep 'official' for converted weights (see the PCMANet docs)",
     )
     args = parser.parse_args(argv)
     model, dropped = convert_pcmanet_checkpoint(
-        load_official_state_dict(args.checkpoint), qsca_token_layout=args.qsca_token_layout
+        load_official_state_dict(args.checkpoint), args.vggish_dir, qsca_token_layout=args.qsca_token_layout
     )
     model.save_pretrained(args.output_dir)
     print(
