@@ -1,0 +1,167 @@
+"""Inference benchmark of full-size PCMANet (ResNet-50 and PVT-v2-b5) on one 5-frame 224x224 clip.
+
+Prints, as JSON and as a Markdown table: parameters, GFLOPs (torch's FlopCounterMode), median
+latency, peak memory, the sgemm-bound floor of this machine, and the time of the four QSCA
+modules at kept-token ratios of 100/50/10%.
+
+    python benchmarks/bench_inference.py --runs 10 --json bench.json --markdown table.md
+
+Each model is measured in its own process so that peak memory (max RSS on CPU, the allocator's
+peak on CUDA) belongs to that model alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from avs_models import PCMANetConfig, PCMANetForAudioVisualSegmentation
+from avs_models.models.backbones import pvt_v2_b5_backbone_config, resnet50_backbone_config
+
+# The official settings of the two S4 checkpoints.
+VARIANTS = {
+    "pcmanet-resnet50": lambda: PCMANetConfig(backbone_config=resnet50_backbone_config(), avga_groups=4),
+    "pcmanet-pvt-v2-b5": lambda: PCMANetConfig(backbone_config=pvt_v2_b5_backbone_config(), avga_groups=8),
+}
+FRAMES, SIZE = 5, 224
+
+
+def _median_seconds(function, runs: int, device: torch.device) -> float:
+    function()  # warm-up
+    timings = []
+    for _ in range(runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
+def sgemm_gflops(device: torch.device, size: int = 2048, runs: int = 10) -> float:
+    """Sustained fp32 matrix-multiply speed of this machine, the bound for a conv-heavy forward."""
+    left, right = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    seconds = _median_seconds(lambda: left @ right, runs, device)
+    return 2 * size**3 / seconds / 1e9
+
+
+def qsca_seconds(model, kept_ratio: float, runs: int, device: torch.device) -> float:
+    """Time of the four QSCA modules on full-size stage maps with a random mask of `kept_ratio`."""
+    generator = torch.Generator().manual_seed(0)
+    channels = model.config.hidden_size
+    sides = [SIZE // 4, SIZE // 8, SIZE // 16, SIZE // 32]
+    visual = [torch.randn(FRAMES, channels, side, side, generator=generator).to(device) for side in sides]
+    audio = torch.randn(FRAMES, channels, generator=generator).to(device)
+    masks = [
+        (torch.rand(FRAMES, 1, size, size, generator=generator) < kept_ratio).float().to(device)
+        for size in model.config.qsca_pool_sizes
+    ]
+
+    def run_all():
+        for stage, module in enumerate(model.cross_attention):
+            module(visual[stage], audio, FRAMES, None if stage == 3 else masks[stage])
+
+    with torch.no_grad():
+        return _median_seconds(run_all, runs, device)
+
+
+def measure(variant: str, runs: int, device_name: str) -> dict:
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    model = PCMANetForAudioVisualSegmentation(VARIANTS[variant]()).eval().to(device)
+    inputs = {
+        "pixel_values": torch.randn(1, FRAMES, 3, SIZE, SIZE, device=device),
+        "audio_embeds": torch.randn(1, FRAMES, 128, device=device),
+    }
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            model(**inputs)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        latency = _median_seconds(lambda: model(**inputs), runs, device)
+    if device.type == "cuda":
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gflops = counter.get_total_flops() / 1e9
+    qsca = {f"{int(ratio * 100)}%": qsca_seconds(model, ratio, runs, device) for ratio in (1.0, 0.5, 0.1)}
+    return {
+        "model": variant,
+        "device": device_name,
+        "params_m": model.num_parameters() / 1e6,
+        "gflops": gflops,
+        "latency_s": latency,
+        "peak_memory_mib": peak_mib,
+        "qsca_s": qsca,
+        "qsca_10_over_100": qsca["10%"] / qsca["100%"],
+    }
+
+
+def to_markdown(results: list[dict], machine: dict) -> str:
+    lines = [
+        f"Measured on: {machine['processor']}, {machine['threads']} threads, torch {machine['torch']}; "
+        f"sgemm {machine['sgemm_gflops']:.0f} GFLOP/s.",
+        "",
+        "| model | params (M) | GFLOPs | latency (s) | sgemm floor (s) | latency / floor | peak memory (MiB) "
+        "| QSCA 100% (ms) | QSCA 50% (ms) | QSCA 10% (ms) | QSCA 10% / 100% |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results:
+        floor = row["gflops"] / machine["sgemm_gflops"]
+        qsca = row["qsca_s"]
+        lines.append(
+            f"| {row['model']} | {row['params_m']:.2f} | {row['gflops']:.1f} | {row['latency_s']:.3f} | {floor:.3f} "
+            f"| {row['latency_s'] / floor:.2f} | {row['peak_memory_mib']:.0f} | {qsca['100%'] * 1e3:.1f} "
+            f"| {qsca['50%'] * 1e3:.1f} | {qsca['10%'] * 1e3:.1f} | {row['qsca_10_over_100']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per measurement (median reported)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="write the results as JSON to this file")
+    parser.add_argument("--markdown", help="write the Markdown table to this file")
+    args = parser.parse_args(argv)
+
+    if args.variant:  # child process: one model, result on stdout
+        print(json.dumps(measure(args.variant, args.runs, args.device)))
+        return
+    results = []
+    for variant in VARIANTS:
+        command = [sys.executable, __file__, "--variant", variant, "--runs", str(args.runs), "--device", args.device]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    machine = {
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "sgemm_gflops": sgemm_gflops(torch.device(args.device)),
+    }
+    report = {"machine": machine, "results": results}
+    print(json.dumps(report, indent=2))
+    table = to_markdown(results, machine)
+    print(table)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(table)
+
+
+if __name__ == "__main__":
+    main()
