@@ -17,7 +17,7 @@ from .models.auto import AutoModelForAudioVisualSegmentation
 from .models.c3n import C3NConfig, C3NForAudioVisualSegmentation
 from .models.pcmanet import PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetSegmentationOutput
 from .models.vggish import VGGishConfig, VGGishFeatureExtractor, VGGishForAudioClassification, VGGishModel
-from .processing import AudioVisualImageProcessor, AudioVisualProcessor
+from .processing import AudioVisualImageProcessor, AudioVisualProcessor, register_pipeline
 
 __version__ = "0.1.0"
 
@@ -38,6 +38,7 @@ _register(C3NConfig, C3NForAudioVisualSegmentation, C3NForAudioVisualSegmentatio
 for _config_class in (PCMANetConfig, C3NConfig):
     AutoImageProcessor.register(_config_class, AudioVisualImageProcessor, exist_ok=True)
     AutoProcessor.register(_config_class, AudioVisualProcessor, exist_ok=True)
+register_pipeline()  # pipeline("audio-visual-segmentation", ...)
 
 __all__ = [
     "AudioVisualImageProcessor",
