@@ -44,10 +44,11 @@ class AudioVisualImageProcessor(BaseImageProcessor):
     `(height, width)` is returned for `post_process_masks`.
 
     Args:
-        size (`dict`, defaults to `{"height": 224, "width": 224}`): output size.
-        image_mean (`list[float]`, defaults to the ImageNet mean): per-channel mean.
-        image_std (`list[float]`, defaults to the ImageNet standard deviation): per-channel std.
-        do_normalize (`bool`, defaults to `True`): whether to normalise after scaling to [0, 1].
+        size (`dict[str, int] | int`): output size, `{"height": H, "width": W}` or an int for a
+            square; 224 x 224 by default.
+        image_mean (`list[float]`): per-channel mean; the ImageNet mean by default.
+        image_std (`list[float]`): per-channel standard deviation; ImageNet's by default.
+        do_normalize (`bool`): whether to normalise after scaling to [0, 1] (default `True`).
     """
 
     model_input_names: ClassVar[list[str]] = ["pixel_values"]
@@ -71,7 +72,7 @@ class AudioVisualImageProcessor(BaseImageProcessor):
         self.image_std = list(image_std if image_std is not None else IMAGENET_STD)
         self.do_normalize = do_normalize
 
-    def preprocess(self, images, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+    def preprocess(self, images: list | object, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
         """Frames -> `pixel_values` `[N, 3, height, width]` and `original_sizes` `[N, 2]` (height, width).
 
         Args:
