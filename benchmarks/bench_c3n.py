@@ -38,11 +38,11 @@ def measure(variant: str, runs: int, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = C3NForAudioVisualSegmentation(VARIANTS[variant]()).to(device).eval()
     model.set_label_similarity(torch.rand(1000, 527))
-    inputs = dict(
-        pixel_values=torch.randn(1, FRAMES, 3, SIZE, SIZE, device=device),
-        audio_embeds=torch.randn(1, FRAMES, 128, device=device),
-        audio_logits=torch.randn(1, FRAMES, 527, device=device),
-    )
+    inputs = {
+        "pixel_values": torch.randn(1, FRAMES, 3, SIZE, SIZE, device=device),
+        "audio_embeds": torch.randn(1, FRAMES, 128, device=device),
+        "audio_logits": torch.randn(1, FRAMES, 527, device=device),
+    }
 
     def forward():
         with torch.no_grad():
@@ -67,7 +67,9 @@ def measure(variant: str, runs: int, device: torch.device) -> dict:
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "variant": variant,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "gflops": counter.get_total_flops() / 1e9,
@@ -89,8 +91,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     for variant in VARIANTS:
-        command = [sys.executable, __file__, "--variant", variant, "--runs", str(args.runs), "--device", args.device]
-        line = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        command = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            "--runs",
+            str(args.runs),
+            "--device",
+            args.device,
+        ]
+        line = (
+            subprocess.run(command, check=True, capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         results.append(json.loads(line))
         print(line)
     if args.json:

@@ -9,7 +9,13 @@ from transformers import AutoConfig, AutoModel
 
 from avs_models import AutoModelForAudioVisualSegmentation
 from avs_models.models.backbones import pvt_v2_b5_backbone_config, swin_base_backbone_config
-from avs_models.models.c3n import C3NConfig, C3NForAudioVisualSegmentation, compute_label_similarity
+from avs_models.models.c3n import (
+    C3NConfig,
+    C3NForAudioVisualSegmentation,
+    compute_label_similarity,
+    load_official_similarity_matrix,
+)
+from avs_models.models.c3n.convert_c3n_original_to_hf import main as convert_main
 
 NUM_VISUAL, NUM_AUDIO, AUDIO_DIM = 10, 7, 12
 
@@ -23,14 +29,14 @@ def tiny_config(backbone="pvt_v2", **overrides):
         backbone_config = swin_base_backbone_config(
             embed_dim=8, depths=[1, 2, 1, 2], num_heads=[1, 1, 1, 1], image_size=64, window_size=4
         )
-    kwargs = dict(
-        backbone_config=backbone_config,
-        hidden_size=16,
-        head_hidden_sizes=[8, 4],
-        num_visual_classes=NUM_VISUAL,
-        num_audio_classes=NUM_AUDIO,
-        audio_embed_dim=AUDIO_DIM,
-    )
+    kwargs = {
+        "backbone_config": backbone_config,
+        "hidden_size": 16,
+        "head_hidden_sizes": [8, 4],
+        "num_visual_classes": NUM_VISUAL,
+        "num_audio_classes": NUM_AUDIO,
+        "audio_embed_dim": AUDIO_DIM,
+    }
     kwargs.update(overrides)
     return C3NConfig(**kwargs)
 
@@ -47,11 +53,11 @@ def tiny_model(backbone="pvt_v2", seed=0, **overrides):
 
 def tiny_inputs(batch=2, frames=3, height=64, width=64, seed=1):
     generator = torch.Generator().manual_seed(seed)
-    return dict(
-        pixel_values=torch.randn(batch, frames, 3, height, width, generator=generator),
-        audio_embeds=torch.randn(batch, frames, AUDIO_DIM, generator=generator),
-        audio_logits=3 * torch.randn(batch, frames, NUM_AUDIO, generator=generator),
-    )
+    return {
+        "pixel_values": torch.randn(batch, frames, 3, height, width, generator=generator),
+        "audio_embeds": torch.randn(batch, frames, AUDIO_DIM, generator=generator),
+        "audio_logits": 3 * torch.randn(batch, frames, NUM_AUDIO, generator=generator),
+    }
 
 
 def test_auto_classes_build_c3n(tmp_path):
@@ -191,9 +197,7 @@ def test_loss_uses_labelled_frames_and_trains_without_touching_the_frozen_head()
     labels = (torch.rand(2, 3, 64, 64) > 0.5).float()
     first_only = torch.tensor([[True, False, False]] * 2)
     output = model(**inputs, labels=labels, labelled_frames=first_only)
-    expected = C3NForAudioVisualSegmentation.segmentation_loss(
-        output.logits[:, :1].detach(), labels[:, :1]
-    )
+    expected = C3NForAudioVisualSegmentation.segmentation_loss(output.logits[:, :1].detach(), labels[:, :1])
     torch.testing.assert_close(output.loss.detach(), expected)
     output.loss.backward()
     assert model.visual_classifier.weight.grad is None
@@ -247,3 +251,18 @@ def test_missing_label_embedding_model_says_how_to_pass_a_matrix(monkeypatch, tm
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="set_label_similarity"):
         compute_label_similarity(["dog"], ["Bark"], str(tmp_path / "no-such-model"))
+
+
+def test_official_similarity_matrix_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="similarity matrix file"):
+        load_official_similarity_matrix(tmp_path / "missing.h5")
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "similarity_matrix.h5"
+    with h5py.File(path, "w") as handle:
+        handle["similarity_matrix"] = torch.rand(NUM_VISUAL, NUM_AUDIO).numpy()
+    assert load_official_similarity_matrix(path).shape == (NUM_VISUAL, NUM_AUDIO)
+
+
+def test_conversion_script_reports_a_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        convert_main(["--checkpoint", str(tmp_path / "none.pth"), "--output-dir", str(tmp_path / "out")])

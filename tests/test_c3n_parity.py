@@ -9,13 +9,12 @@ import json
 
 import pytest
 import torch
+from parity_weights import deterministic_state_dict
 from safetensors.torch import load_file
 
 from avs_models import AutoModelForAudioVisualSegmentation
 from avs_models.models.c3n.convert_c3n_original_to_hf import main as convert_main
 from avs_models.models.c3n.convert_c3n_original_to_hf import swin_relative_position_indices
-
-from parity_weights import deterministic_state_dict
 
 FRAME_SIZE = 224
 

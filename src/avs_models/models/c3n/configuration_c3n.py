@@ -61,7 +61,7 @@ class C3NConfig(PreTrainedConfig):
     """
 
     model_type = "c3n"
-    sub_configs_defaults = {
+    sub_configs_defaults = {  # noqa: RUF012 (Transformers reads this class attribute)
         "backbone_config": SubConfigSpec(
             config_class=AutoConfig,
             model_type="pvt_v2",
@@ -112,7 +112,10 @@ class C3NConfig(PreTrainedConfig):
             raise ValueError(f"head_hidden_sizes must hold 2 widths, got {list(self.head_hidden_sizes)}")
         self.aspp_dilations = list(self.aspp_dilations)
         self.head_hidden_sizes = list(self.head_hidden_sizes)
-        for name, expected in (("visual_label_names", "num_visual_classes"), ("audio_label_names", "num_audio_classes")):
+        for name, expected in (
+            ("visual_label_names", "num_visual_classes"),
+            ("audio_label_names", "num_audio_classes"),
+        ):
             names = getattr(self, name)
             if names is not None and len(names) != getattr(self, expected):
                 raise ValueError(f"{name} has {len(names)} names but {expected} is {getattr(self, expected)}")

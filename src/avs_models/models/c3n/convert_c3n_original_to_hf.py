@@ -56,7 +56,10 @@ _PATTERNS = {
 def backbone_config_from_state_dict(backbone_state: dict[str, torch.Tensor]):
     """PVT-v2 or Swin config matching the official backbone weights (depths and widths from shapes)."""
     if "patch_embed1.proj.weight" in backbone_state:
-        depths = [1 + max(int(k.split(".")[1]) for k in backbone_state if k.startswith(f"block{s}.")) for s in range(1, 5)]
+        depths = [
+            1 + max(int(k.split(".")[1]) for k in backbone_state if k.startswith(f"block{s}."))
+            for s in range(1, 5)
+        ]
         widths = [backbone_state[f"patch_embed{s}.proj.weight"].shape[0] for s in range(1, 5)]
         return pvt_v2_b5_backbone_config(depths=depths, hidden_sizes=widths)
     if "patch_embed.proj.weight" in backbone_state:
@@ -64,11 +67,16 @@ def backbone_config_from_state_dict(backbone_state: dict[str, torch.Tensor]):
             1 + max(int(k.split(".")[3]) for k in backbone_state if k.startswith(f"layers.{s}.blocks."))
             for s in range(4)
         ]
-        heads = [backbone_state[f"layers.{s}.blocks.0.attn.relative_position_bias_table"].shape[1] for s in range(4)]
+        heads = [
+            backbone_state[f"layers.{s}.blocks.0.attn.relative_position_bias_table"].shape[1]
+            for s in range(4)
+        ]
         table_size = backbone_state["layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
         window = (math.isqrt(table_size) + 1) // 2
         embed_dim = backbone_state["patch_embed.proj.weight"].shape[0]
-        return swin_base_backbone_config(embed_dim=embed_dim, depths=depths, num_heads=heads, window_size=window)
+        return swin_base_backbone_config(
+            embed_dim=embed_dim, depths=depths, num_heads=heads, window_size=window
+        )
     raise KeyError("checkpoint has neither a PVT-v2 (patch_embed1) nor a Swin (patch_embed) backbone")
 
 
@@ -96,10 +104,14 @@ def _convert_head_key(key: str) -> str | None:
 def convert_c3n_state_dict(official: dict[str, torch.Tensor]) -> tuple[C3NConfig, dict[str, torch.Tensor]]:
     """Config and `C3NForAudioVisualSegmentation` state dict for an official C3N state dict."""
     official = {key.removeprefix("module."): tensor for key, tensor in official.items()}
-    backbone_state = {k[len(BACKBONE_PREFIX) :]: v for k, v in official.items() if k.startswith(BACKBONE_PREFIX)}
+    backbone_state = {
+        k[len(BACKBONE_PREFIX) :]: v for k, v in official.items() if k.startswith(BACKBONE_PREFIX)
+    }
     backbone_config = backbone_config_from_state_dict(backbone_state)
     if backbone_config.model_type == "pvt_v2":
-        converted = {"backbone." + k: v for k, v in convert_official_pvt_v2_state_dict(backbone_state).items()}
+        converted = {
+            "backbone." + k: v for k, v in convert_official_pvt_v2_state_dict(backbone_state).items()
+        }
     else:
         converted = {"backbone." + k: v for k, v in convert_official_swin_state_dict(backbone_state).items()}
     converted["visual_classifier.weight"] = backbone_state["head.weight"]
@@ -155,7 +167,9 @@ def load_converted_model(
     unused = {key for key in expected if key.startswith("backbone.swin.layernorm.")}
     for key in unused - converted.keys():
         converted[key] = expected[key]
-    converted["label_similarity"] = similarity_matrix if similarity_matrix is not None else expected["label_similarity"]
+    converted["label_similarity"] = (
+        similarity_matrix if similarity_matrix is not None else expected["label_similarity"]
+    )
     missing = sorted(expected.keys() - converted.keys())
     unexpected = sorted(converted.keys() - expected.keys())
     if missing or unexpected:
@@ -171,7 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="official C3N .pth state dict")
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for save_pretrained")
     parser.add_argument(
-        "--similarity-matrix", type=Path, help="official similarity_matrix.h5 (ImageNet x AudioSet) to store in the model"
+        "--similarity-matrix",
+        type=Path,
+        help="official similarity_matrix.h5 (ImageNet x AudioSet) to store in the model",
     )
     args = parser.parse_args(argv)
     if not args.checkpoint.is_file():

@@ -43,7 +43,9 @@ def compute_label_similarity(
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as error:
-        raise RuntimeError(f"sentence-transformers is needed to embed label names. {PRECOMPUTED_HINT}") from error
+        raise RuntimeError(
+            f"sentence-transformers is needed to embed label names. {PRECOMPUTED_HINT}"
+        ) from error
     model_name = label_embedding_model or _default_label_embedding_model()
     try:
         encoder = SentenceTransformer(model_name, device="cpu")
@@ -57,7 +59,9 @@ def compute_label_similarity(
     return (visual @ audio.T).float().cpu()
 
 
-def load_official_similarity_matrix(path: str | Path, dataset_name: str = "similarity_matrix") -> torch.Tensor:
+def load_official_similarity_matrix(
+    path: str | Path, dataset_name: str = "similarity_matrix"
+) -> torch.Tensor:
     """Read the official C3N similarity matrix (HDF5, rows ImageNet classes, columns AudioSet classes)."""
     path = Path(path)
     if not path.is_file():
@@ -65,7 +69,9 @@ def load_official_similarity_matrix(path: str | Path, dataset_name: str = "simil
     try:
         import h5py
     except ImportError as error:
-        raise RuntimeError("h5py is needed to read the official .h5 similarity matrix: `pip install h5py`") from error
+        raise RuntimeError(
+            "h5py is needed to read the official .h5 similarity matrix: `pip install h5py`"
+        ) from error
     with h5py.File(path, "r") as handle:
         if dataset_name not in handle:
             raise KeyError(f"{path} has no dataset {dataset_name!r} (found {sorted(handle.keys())})")

@@ -204,7 +204,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         self.visual_classifier = nn.Linear(stage_channels[-1], config.num_visual_classes)
         channels = config.hidden_size
         self.aspp = nn.ModuleList(C3NASPP(c, channels, config.aspp_dilations) for c in stage_channels)
-        self.fusion = nn.ModuleList(C3NAudioVisualNonLocal(channels, config.audio_embed_dim) for _ in stage_channels)
+        self.fusion = nn.ModuleList(
+            C3NAudioVisualNonLocal(channels, config.audio_embed_dim) for _ in stage_channels
+        )
         # decoder[i] refines stage i; the deepest stage has no skip input.
         self.decoder = nn.ModuleList(C3NFusionBlock(channels, has_skip=i < 3) for i in range(4))
         first, second = config.head_hidden_sizes
@@ -216,7 +218,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             }
         )
         self.register_buffer(
-            "label_similarity", torch.zeros(config.num_visual_classes, config.num_audio_classes), persistent=True
+            "label_similarity",
+            torch.zeros(config.num_visual_classes, config.num_audio_classes),
+            persistent=True,
         )
         self._stage_blocks = _stage_last_blocks(self.backbone)
         self.post_init()
@@ -251,14 +255,24 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             raise ValueError(
                 "visual_label_names and audio_label_names are needed (pass them or set them in the config)"
             )
-        matrix = compute_label_similarity(visual, audio, label_embedding_model or self.config.label_embedding_model)
+        matrix = compute_label_similarity(
+            visual, audio, label_embedding_model or self.config.label_embedding_model
+        )
         self.set_label_similarity(matrix)
         return matrix
 
     # ----------------------------------------------------------------- input checks
     def _check_inputs(self, pixel_values, audio_embeds, audio_logits, labels, labelled_frames):
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
-            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+        if (
+            not isinstance(pixel_values, torch.Tensor)
+            or pixel_values.dim() != 5
+            or pixel_values.shape[2] != 3
+        ):
+            shape = (
+                tuple(pixel_values.shape)
+                if isinstance(pixel_values, torch.Tensor)
+                else type(pixel_values).__name__
+            )
             raise ValueError(f"pixel_values must have shape (batch, frames, 3, height, width), got {shape}")
         if not pixel_values.is_floating_point():
             raise TypeError(f"pixel_values must be a floating point tensor, got {pixel_values.dtype}")
@@ -271,7 +285,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         for name, (tensor, width, required) in needed.items():
             if tensor is None:
                 if required:
-                    raise ValueError(f"{name} of shape ({batch}, {frames}, {width}) is required by this config")
+                    raise ValueError(
+                        f"{name} of shape ({batch}, {frames}, {width}) is required by this config"
+                    )
                 continue
             if tensor.dim() != 3 or tuple(tensor.shape) != (batch, frames, width):
                 raise ValueError(
@@ -291,7 +307,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             )
 
     # ----------------------------------------------------------------- C3IM + CCAM
-    def cognitive_consensus(self, visual_logits: torch.Tensor, audio_logits: torch.Tensor | None) -> torch.Tensor:
+    def cognitive_consensus(
+        self, visual_logits: torch.Tensor, audio_logits: torch.Tensor | None
+    ) -> torch.Tensor:
         """Unified visual class per row: argmax over (visual, audio) pairs of
         `softmax(audio)^alpha * similarity * softmax(visual)^beta` (first maximum in row-major
         order); the visual argmax when `consensus_mode="visual_only"`. Shapes `(N, Nv)`, `(N, Na)` -> `(N,)`."""
@@ -329,7 +347,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             activations.append(hidden)
             return output
 
-        handles = [block.register_forward_hook(capture) for block in self._stage_blocks] if compute_ccam else []
+        handles = (
+            [block.register_forward_hook(capture) for block in self._stage_blocks] if compute_ccam else []
+        )
         try:
             stage_features = list(self.backbone(pixel_values).feature_maps)
         finally:
@@ -341,7 +361,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         unified_labels = self.cognitive_consensus(visual_logits, audio_logits)
         if not compute_ccam:
             return stage_features, visual_logits, unified_labels, None
-        refined, raw_weights = self._ccam(stage_features, activations, visual_logits, unified_labels, keep_graph)
+        refined, raw_weights = self._ccam(
+            stage_features, activations, visual_logits, unified_labels, keep_graph
+        )
         return refined, visual_logits, unified_labels, raw_weights
 
     # ----------------------------------------------------------------- forward
@@ -377,11 +399,16 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         keep_graph = torch.is_grad_enabled()
         with torch.enable_grad() if compute_ccam else nullcontext():
             stage_features, visual_logits, unified_labels, raw_weights = self._encode_visual(
-                pixel_values.reshape(batch * frames, *pixel_values.shape[2:]), flat_audio_logits, compute_ccam, keep_graph
+                pixel_values.reshape(batch * frames, *pixel_values.shape[2:]),
+                flat_audio_logits,
+                compute_ccam,
+                keep_graph,
             )
         if not keep_graph:
             stage_features = [features.detach() for features in stage_features]
-        logits = self._decode(stage_features, audio_embeds if self.config.use_audio_features else None, batch, frames)
+        logits = self._decode(
+            stage_features, audio_embeds if self.config.use_audio_features else None, batch, frames
+        )
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         logits = logits.view(batch, frames, 1, height, width)
@@ -392,7 +419,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             logits=logits,
             unified_labels=unified_labels.view(batch, frames) if unified_labels is not None else None,
             visual_logits=visual_logits.detach().view(batch, frames, -1),
-            ccam_weights=tuple(w.view(batch, frames, -1) for w in raw_weights) if raw_weights is not None else None,
+            ccam_weights=tuple(w.view(batch, frames, -1) for w in raw_weights)
+            if raw_weights is not None
+            else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -435,4 +464,4 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         return bce + (1 - dice.mean())
 
 
-__all__ = ["C3NPreTrainedModel", "C3NForAudioVisualSegmentation", "C3NSegmentationOutput"]
+__all__ = ["C3NForAudioVisualSegmentation", "C3NPreTrainedModel", "C3NSegmentationOutput"]
