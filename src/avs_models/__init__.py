@@ -30,6 +30,7 @@ def _register(config_class, model_class, segmentation_class=None) -> None:
 
 
 _register(VGGishConfig, VGGishModel)
+_register(PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetForAudioVisualSegmentation)
 AutoModelForAudioClassification.register(VGGishConfig, VGGishForAudioClassification, exist_ok=True)
 AutoFeatureExtractor.register(VGGishConfig, VGGishFeatureExtractor, exist_ok=True)
 
@@ -46,6 +47,9 @@ __all__ = [
     "AutoModelForAudioVisualSegmentation",
     "C3NConfig",
     "C3NForAudioVisualSegmentation",
+    "PCMANetConfig",
+    "PCMANetForAudioVisualSegmentation",
+    "PCMANetSegmentationOutput",
     "VGGishConfig",
     "VGGishFeatureExtractor",
     "VGGishForAudioClassification",
