@@ -171,16 +171,17 @@ class C3NPreTrainedModel(PreTrainedModel):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+        elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm1d):
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
-        if isinstance(module, C3NAudioVisualNonLocal):
-            # The fusion starts as the identity (plus LayerNorm): zero-scaled output normalisation.
-            init.zeros_(module.output_norm.weight)
+        elif isinstance(module, nn.BatchNorm1d):
+            # Only the fusion blocks' output norm is a BatchNorm: zero scale, so each fusion block
+            # starts as residual + LayerNorm (the official initialisation).
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
         if isinstance(module, C3NForAudioVisualSegmentation):
             init.zeros_(module.label_similarity)
 
