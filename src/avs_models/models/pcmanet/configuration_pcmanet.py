@@ -22,7 +22,7 @@ class PCMANetConfig(PreTrainedConfig):
     The defaults reproduce the official code; the options marked *paper* switch to the behaviour
     the paper describes where the code differs (see the PCMANet docs page).
 
-    Args:
+    Attributes:
         backbone_config (`dict` or `PreTrainedConfig`, *optional*):
             Any Transformers backbone config returning 4 feature maps (default: ResNet-50).
         audio_config (`dict` or `PreTrainedConfig`, *optional*):
@@ -38,8 +38,10 @@ class PCMANetConfig(PreTrainedConfig):
         qsca_pool_sizes (`list[int]`, defaults to `[28, 14, 7, 7]`):
             Side of the token grid each stage's QSCA pools its features to (stage 1 to 4), as the
             official code. A confidence mask of another size is resized (nearest) to the grid.
-        qsca_num_heads (`int`, defaults to 8) / qsca_head_dim (`int`, defaults to 32):
-            Attention heads of QSCA and the width of each head.
+        qsca_num_heads (`int`, defaults to 8):
+            Attention heads of QSCA.
+        qsca_head_dim (`int`, defaults to 32):
+            Width of each QSCA attention head.
         qsca_token_layout (`str`, defaults to `"official"`):
             How QSCA's output tokens `[N, C]` become a feature map. `"official"` reinterprets the
             token memory as `[C, h, w]` without a transpose, as the official code does;

@@ -151,21 +151,22 @@ class PCMANetQuerySelectedCrossAttention(nn.Module):
         audio = self.audio_projection(audio)
         normed_tokens, normed_audio = self.layer_norm(tokens), self.layer_norm(audio)
 
-        # Audio -> visual: each frame's audio token attends over every token of its clip.
+        # Audio -> visual: each frame's audio token attends over every token of its clip. The key
+        # and value projections are applied to the few audio-side vectors instead of to every
+        # token (q.(W_k x) = (W_k^T q).x and sum p W_v x = W_v sum p x), so this branch costs
+        # heads x T dot products per token rather than a full projection of every token.
         audio_query, audio_key, audio_value = (
             self._split_heads(self.audio_query_key_value(normed_audio), parts=3)
             .view(clips, num_frames, 3, self.num_heads, self.head_dim)
             .unbind(2)
         )
-        visual_key, visual_value = (
-            self._split_heads(self.visual_key_value(normed_tokens), parts=2)
-            .view(clips, num_frames * grid * grid, 2, self.num_heads, self.head_dim)
-            .unbind(2)
-        )
-        attended_audio = F.scaled_dot_product_attention(
-            audio_query.transpose(1, 2), visual_key.transpose(1, 2), visual_value.transpose(1, 2)
-        )
-        audio_update = attended_audio.transpose(1, 2).reshape(frames, -1)
+        key_weight, value_weight = self.visual_key_value.weight.view(2, self.num_heads, self.head_dim, channels)
+        clip_tokens = normed_tokens.reshape(clips, num_frames * grid * grid, channels)
+        query_in_token_space = torch.einsum("bthd,hdc->bthc", audio_query * self.scale, key_weight)
+        token_weights = torch.einsum("bthc,bnc->bthn", query_in_token_space, clip_tokens).softmax(dim=-1)
+        pooled_tokens = torch.einsum("bthn,bnc->bthc", token_weights, clip_tokens)
+        attended_audio = torch.einsum("bthc,hdc->bthd", pooled_tokens, value_weight)
+        audio_update = attended_audio.reshape(frames, -1)
         new_audio = audio + self.output_projection(audio_update)
 
         # Visual -> audio on the kept tokens only, gathered over the whole batch.
