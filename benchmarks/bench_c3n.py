@@ -16,12 +16,11 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from bench_inference import median_seconds  # benchmarks/ is on sys.path when run as a script
 from torch.utils.flop_counter import FlopCounterMode
 
 from avs_models import C3NConfig, C3NForAudioVisualSegmentation
@@ -51,16 +50,7 @@ def measure(variant: str, runs: int, device: torch.device) -> dict:
     counter = FlopCounterMode(display=False)
     with counter:
         forward()
-    forward()  # warm-up
-    timings = []
-    for _ in range(runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        forward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - start)
+    latency = median_seconds(forward, runs, device)
     if device.type == "cuda":
         peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
     else:
@@ -73,7 +63,7 @@ def measure(variant: str, runs: int, device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "gflops": counter.get_total_flops() / 1e9,
-        "median_latency_s": statistics.median(timings),
+        "median_latency_s": latency,
         "peak_memory_mib": peak_mib,
         "clip": f"1 x {FRAMES} x 3 x {SIZE} x {SIZE}",
     }

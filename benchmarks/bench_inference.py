@@ -35,7 +35,7 @@ VARIANTS = {
 FRAMES, SIZE = 5, 224
 
 
-def _median_seconds(function, runs: int, device: torch.device) -> float:
+def median_seconds(function, runs: int, device: torch.device) -> float:
     function()  # warm-up
     timings = []
     for _ in range(runs):
@@ -52,7 +52,7 @@ def _median_seconds(function, runs: int, device: torch.device) -> float:
 def sgemm_gflops(device: torch.device, size: int = 2048, runs: int = 10) -> float:
     """Sustained fp32 matrix-multiply speed of this machine, the bound for a conv-heavy forward."""
     left, right = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    seconds = _median_seconds(lambda: left @ right, runs, device)
+    seconds = median_seconds(lambda: left @ right, runs, device)
     return 2 * size**3 / seconds / 1e9
 
 
@@ -73,7 +73,7 @@ def qsca_seconds(model, kept_ratio: float, runs: int, device: torch.device) -> f
             module(visual[stage], audio, FRAMES, None if stage == 3 else masks[stage])
 
     with torch.no_grad():
-        return _median_seconds(run_all, runs, device)
+        return median_seconds(run_all, runs, device)
 
 
 def measure(variant: str, runs: int, device_name: str) -> dict:
@@ -89,7 +89,7 @@ def measure(variant: str, runs: int, device_name: str) -> dict:
             model(**inputs)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        latency = _median_seconds(lambda: model(**inputs), runs, device)
+        latency = median_seconds(lambda: model(**inputs), runs, device)
     if device.type == "cuda":
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:

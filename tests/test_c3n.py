@@ -191,12 +191,12 @@ def test_paper_ccam_normalisation_differs_from_official():
     assert not torch.allclose(a.logits, b.logits)
 
 
-def test_loss_uses_labelled_frames_and_trains_without_touching_the_frozen_head():
+def test_loss_uses_labeled_frames_and_trains_without_touching_the_frozen_head():
     model = tiny_model().train()
     inputs = tiny_inputs()
     labels = (torch.rand(2, 3, 64, 64) > 0.5).float()
     first_only = torch.tensor([[True, False, False]] * 2)
-    output = model(**inputs, labels=labels, labelled_frames=first_only)
+    output = model(**inputs, labels=labels, labeled_frames=first_only)
     expected = C3NForAudioVisualSegmentation.segmentation_loss(output.logits[:, :1].detach(), labels[:, :1])
     torch.testing.assert_close(output.loss.detach(), expected)
     output.loss.backward()
@@ -215,7 +215,7 @@ def test_loss_uses_labelled_frames_and_trains_without_touching_the_frozen_head()
         (lambda i: i.update(audio_logits=i["audio_logits"][..., :3]), "audio_logits"),
         (lambda i: i.pop("audio_logits"), "audio_logits"),
         (lambda i: i.update(labels=torch.zeros(2, 3, 32, 32)), "labels"),
-        (lambda i: i.update(labelled_frames=torch.ones(2, 4, dtype=torch.bool)), "labelled_frames"),
+        (lambda i: i.update(labeled_frames=torch.ones(2, 4, dtype=torch.bool)), "labeled_frames"),
     ],
 )
 def test_bad_inputs_name_the_argument(change, argument):

@@ -263,7 +263,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         return matrix
 
     # ----------------------------------------------------------------- input checks
-    def _check_inputs(self, pixel_values, audio_embeds, audio_logits, labels, labelled_frames):
+    def _check_inputs(self, pixel_values, audio_embeds, audio_logits, labels, labeled_frames):
         if (
             not isinstance(pixel_values, torch.Tensor)
             or pixel_values.dim() != 5
@@ -302,9 +302,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 f"labels must have shape (batch, frames, height, width) = "
                 f"{(batch, frames, *pixel_values.shape[3:])}, got {tuple(labels.shape)}"
             )
-        if labelled_frames is not None and tuple(labelled_frames.shape) != (batch, frames):
+        if labeled_frames is not None and tuple(labeled_frames.shape) != (batch, frames):
             raise ValueError(
-                f"labelled_frames must have shape (batch, frames) = ({batch}, {frames}), got {tuple(labelled_frames.shape)}"
+                f"labeled_frames must have shape (batch, frames) = ({batch}, {frames}), got {tuple(labeled_frames.shape)}"
             )
 
     # ----------------------------------------------------------------- C3IM + CCAM
@@ -374,9 +374,8 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         audio_embeds: torch.Tensor | None = None,
         audio_logits: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        labelled_frames: torch.Tensor | None = None,
+        labeled_frames: torch.Tensor | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> C3NSegmentationOutput | tuple:
         r"""
         Args:
@@ -388,11 +387,11 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 AudioSet logits of the audio classifier per frame. Only needed by the audio-visual consensus.
             labels (`torch.FloatTensor` of shape `(batch_size, num_frames, height, width)`, *optional*):
                 Binary ground-truth masks; gives `loss` (BCE + Dice).
-            labelled_frames (`torch.BoolTensor` of shape `(batch_size, num_frames)`, *optional*):
+            labeled_frames (`torch.BoolTensor` of shape `(batch_size, num_frames)`, *optional*):
                 Frames that carry a label (all by default; the first frame only in S4 training).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._check_inputs(pixel_values, audio_embeds, audio_logits, labels, labelled_frames)
+        self._check_inputs(pixel_values, audio_embeds, audio_logits, labels, labeled_frames)
         batch, frames, _, height, width = pixel_values.shape
         flat_audio_logits = audio_logits.reshape(batch * frames, -1) if audio_logits is not None else None
         compute_ccam = self.config.consensus_mode != "none"
@@ -413,7 +412,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         logits = logits.view(batch, frames, 1, height, width)
-        loss = self.segmentation_loss(logits, labels, labelled_frames) if labels is not None else None
+        loss = self.segmentation_loss(logits, labels, labeled_frames) if labels is not None else None
 
         output = C3NSegmentationOutput(
             loss=loss,
@@ -446,16 +445,16 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
 
     @staticmethod
     def segmentation_loss(
-        logits: torch.Tensor, labels: torch.Tensor, labelled_frames: torch.Tensor | None = None
+        logits: torch.Tensor, labels: torch.Tensor, labeled_frames: torch.Tensor | None = None
     ) -> torch.Tensor:
         """BCE (mean over pixels) + Dice (smoothing 1, mean over frames) on the labelled frames.
 
-        logits `(B, T, 1, H, W)`, labels `(B, T, H, W)`, labelled_frames `(B, T)` bool.
+        logits `(B, T, 1, H, W)`, labels `(B, T, H, W)`, labeled_frames `(B, T)` bool.
         """
         logits = logits.squeeze(2)
         labels = labels.to(logits.dtype)
-        if labelled_frames is not None:
-            logits, labels = logits[labelled_frames.bool()], labels[labelled_frames.bool()]
+        if labeled_frames is not None:
+            logits, labels = logits[labeled_frames.bool()], labels[labeled_frames.bool()]
         else:
             logits, labels = logits.flatten(0, 1), labels.flatten(0, 1)
         bce = F.binary_cross_entropy_with_logits(logits, labels)
