@@ -1,0 +1,111 @@
+"""Training configuration: a YAML/JSON file (or a packaged preset) plus `key=value` overrides."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from avs_models.data import SUBSETS
+
+PRESETS = ("pcmanet_s4", "pcmanet_ms3", "pcmanet_avss", "c3n_s4", "c3n_ms3")
+
+
+@dataclass
+class TrainingConfig:
+    """Everything a training run needs; see docs/training.md for each field."""
+
+    subset: str = "s4"
+    data_dir: str | None = None
+    output_dir: str = "avs-training"
+    model: dict = field(default_factory=lambda: {"name_or_path": None, "model_type": "pcmanet", "config": {}})
+    optimizer: dict = field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-4})
+    batch_size: int = 4
+    eval_batch_size: int = 1
+    num_epochs: int = 15
+    image_size: int = 224
+    augmentation: dict | None = None
+    seed: int = 0
+    checkpoint_steps: int = 0
+    logging_steps: int = 10
+    validation_split: str | None = "val"
+    mixed_precision: str = "no"
+    report_to: str | None = None
+    num_workers: int = 0
+    # PCMANet's query selection can leave parameters out of a step's graph, which DDP must allow.
+    ddp_find_unused_parameters: bool = True
+
+    def __post_init__(self) -> None:
+        if self.subset not in SUBSETS:
+            raise ValueError(f"subset must be one of {SUBSETS}, got {self.subset!r}")
+        for name in ("batch_size", "eval_batch_size", "num_epochs", "image_size", "logging_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.checkpoint_steps < 0:
+            raise ValueError(
+                f"checkpoint_steps must be 0 (only each epoch) or positive, got {self.checkpoint_steps}"
+            )
+        if self.optimizer.get("name", "adam").lower() not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"optimizer.name must be adam, adamw or sgd, got {self.optimizer.get('name')!r}")
+        if self.report_to not in (None, "tensorboard"):
+            raise ValueError(f"report_to must be null or 'tensorboard', got {self.report_to!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _read_mapping(source: str) -> dict:
+    if source in PRESETS:
+        text = resources.files("avs_models.training").joinpath("presets", f"{source}.yaml").read_text()
+        return yaml.safe_load(text) or {}
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"training config {source!r} is neither a file nor a preset name ({', '.join(PRESETS)})"
+        )
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise TypeError(f"training config {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set `a.b.c=value` entries (values parsed as YAML: numbers, booleans, null, lists)."""
+    data = copy.deepcopy(data)
+    for override in overrides:
+        key, separator, raw_value = override.partition("=")
+        if not separator or not key:
+            raise ValueError(f"override {override!r} must look like key=value (dots for nested keys)")
+        target = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise TypeError(f"override {override!r}: {parent!r} is not a mapping")
+        target[leaf] = _parse_value(raw_value)
+    return data
+
+
+def _parse_value(raw_value: str):
+    value = yaml.safe_load(raw_value)
+    if isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; a learning rate is meant.
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def load_training_config(source: str, overrides: list[str] | None = None) -> TrainingConfig:
+    """Read a config file or preset name, apply overrides, and check every key."""
+    data = apply_overrides(_read_mapping(source), overrides or [])
+    known = {item.name for item in fields(TrainingConfig)}
+    if unknown := set(data) - known:
+        raise ValueError(f"unknown training config key(s) {sorted(unknown)}; known keys: {sorted(known)}")
+    return TrainingConfig(**data)

@@ -1,0 +1,204 @@
+"""Training: config files and presets, a real 2-process `accelerate launch` run, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from avs_models.data import make_synthetic_avsbench
+from avs_models.training import PRESETS, load_training_config
+from avs_models.training.trainer import CHECKPOINTS, LATEST, AVSBenchSplit
+
+TINY_MODEL = {
+    "model_type": "pcmanet",
+    "config": {
+        "backbone_config": {
+            "model_type": "resnet",
+            "embedding_size": 8,
+            "hidden_sizes": [8, 16, 24, 32],
+            "depths": [1, 1, 1, 1],
+            "out_features": ["stage1", "stage2", "stage3", "stage4"],
+            "layer_type": "bottleneck",
+            "downsample_in_bottleneck": False,
+        },
+        "audio_config": {
+            "model_type": "vggish",
+            "stage_channels": [[4], [4], [8, 8], [8, 8]],
+            "hidden_sizes": [16, 16],
+        },
+        "hidden_size": 16,
+        "avga_groups": 4,
+        "qsca_num_heads": 2,
+        "qsca_head_dim": 8,
+        "qsca_pool_sizes": [8, 4, 2, 2],
+    },
+}
+
+
+def write_tiny_config(directory: Path, **overrides) -> Path:
+    config = {
+        "subset": "s4",
+        "model": TINY_MODEL,
+        "optimizer": {"name": "adam", "learning_rate": 1e-3},
+        "batch_size": 1,
+        "num_epochs": 3,
+        "image_size": 32,
+        "logging_steps": 1,
+        "augmentation": {"flip_probability": 0.5},
+    }
+    config.update(overrides)
+    path = directory / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_avsbench(root, "s4", 6, seed=0, image_size=32)
+    return root
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_load_with_paper_settings(preset):
+    config = load_training_config(preset)
+    expected = {
+        "pcmanet_s4": (4, 15),
+        "pcmanet_ms3": (4, 30),
+        "pcmanet_avss": (4, 60),
+        "c3n_s4": (8, 20),
+        "c3n_ms3": (4, 60),
+    }[preset]
+    assert (config.batch_size, config.num_epochs) == expected
+    assert config.optimizer == {"name": "adam", "learning_rate": 1e-4}
+    assert (config.augmentation is not None) == preset.startswith("c3n")
+
+
+def test_overrides_and_config_errors(tmp_path):
+    config = load_training_config(
+        "pcmanet_s4", ["optimizer.learning_rate=1e-3", "num_epochs=2", "data_dir=x"]
+    )
+    assert config.optimizer["learning_rate"] == 1e-3 and config.num_epochs == 2 and config.data_dir == "x"
+    with pytest.raises(FileNotFoundError, match="neither a file nor a preset"):
+        load_training_config(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="unknown training config key"):
+        load_training_config("pcmanet_s4", ["epochs=3"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_training_config("pcmanet_s4", ["num_epochs"])
+    with pytest.raises(ValueError, match="subset"):
+        load_training_config("pcmanet_s4", ["subset=s5"])
+    with pytest.raises(ValueError, match="batch_size"):
+        load_training_config("pcmanet_s4", ["batch_size=0"])
+    with pytest.raises(ValueError, match="optimizer.name"):
+        load_training_config("pcmanet_s4", ["optimizer.name=lamb"])
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(TypeError, match="mapping"):
+        load_training_config(str(tmp_path / "list.json"))
+
+
+def test_split_reader_errors(tmp_path, data_dir):
+    with pytest.raises(FileNotFoundError, match="data_dir"):
+        AVSBenchSplit(tmp_path / "nothing", "s4", "train")
+    assert len(AVSBenchSplit(data_dir, "s4", "train")) == 4
+
+
+def test_two_process_accelerate_launch_trains_in_sync(tmp_path, data_dir):
+    config = write_tiny_config(tmp_path)
+    output = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_machines", "1",
+        "-m", "avs_models.train", str(config), f"data_dir={data_dir}", f"output_dir={output}",
+    ]  # fmt: skip
+    completed = subprocess.run(
+        command, check=False, capture_output=True, text=True, env=subprocess_env(), timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    checksums = {(output / f"weights_checksum_process{rank}.txt").read_text() for rank in (0, 1)}
+    assert len(checksums) == 1, "the two processes ended with different weights"
+    state = json.loads((output / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["history"] if "loss" in entry]
+    # 4 training clips over 2 processes with batch 1: 2 steps per epoch
+    assert state["global_step"] == 6 and len(losses) == 6
+    assert sum(losses[-2:]) < sum(losses[:2])
+    assert all(len(entry["kept_token_ratios"]) == 3 for entry in state["history"] if "loss" in entry)
+    assert any("val_miou" in entry for entry in state["history"])
+    assert (output / "final" / "model.safetensors").is_file() and (output / "best" / "config.json").is_file()
+
+
+def train_command(config: Path, data_dir: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "avs_models.train",
+        str(config),
+        f"data_dir={data_dir}",
+        f"output_dir={output}",
+        *extra,
+    ]
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
+    config = write_tiny_config(tmp_path, checkpoint_steps=3, num_epochs=3)
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    completed = subprocess.run(
+        train_command(config, data_dir, reference),
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    process = subprocess.Popen(
+        train_command(config, data_dir, interrupted),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=subprocess_env(),
+    )
+    latest = interrupted / CHECKPOINTS / LATEST
+    deadline = time.monotonic() + 240
+    while not latest.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert latest.read_text() == "step-3", "killed after the first checkpoint (step 3, mid-epoch 1)"
+    assert not (interrupted / "final").exists()
+
+    resumed = subprocess.run(
+        train_command(config, data_dir, interrupted, "--resume"),
+        check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = load_file(reference / "final" / "model.safetensors")
+    actual = load_file(interrupted / "final" / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    # the logged losses and validation scores match too (speeds aside)
+    scores = ("step", "loss", "stage_losses", "kept_token_ratios", "val_miou", "val_fscore")
+    logged = [
+        [
+            {key: entry.get(key) for key in scores}
+            for entry in json.loads((run / "trainer_state.json").read_text())["history"]
+        ]
+        for run in (reference, interrupted)
+    ]
+    assert logged[0] == logged[1]
