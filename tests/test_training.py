@@ -12,35 +12,11 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_training import TINY_MODEL
 
 from avs_models.data import make_synthetic_avsbench
 from avs_models.training import PRESETS, load_training_config
 from avs_models.training.trainer import CHECKPOINTS, LATEST, AVSBenchSplit
-
-TINY_MODEL = {
-    "model_type": "pcmanet",
-    "config": {
-        "backbone_config": {
-            "model_type": "resnet",
-            "embedding_size": 8,
-            "hidden_sizes": [8, 16, 24, 32],
-            "depths": [1, 1, 1, 1],
-            "out_features": ["stage1", "stage2", "stage3", "stage4"],
-            "layer_type": "bottleneck",
-            "downsample_in_bottleneck": False,
-        },
-        "audio_config": {
-            "model_type": "vggish",
-            "stage_channels": [[4], [4], [8, 8], [8, 8]],
-            "hidden_sizes": [16, 16],
-        },
-        "hidden_size": 16,
-        "avga_groups": 4,
-        "qsca_num_heads": 2,
-        "qsca_head_dim": 8,
-        "qsca_pool_sizes": [8, 4, 2, 2],
-    },
-}
 
 
 def write_tiny_config(directory: Path, **overrides) -> Path:

@@ -1,0 +1,111 @@
+"""Evaluating a trained model on an AVSBench split, optionally with noisy or swapped audio."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset
+
+from avs_models.data import AVSBenchCollator, decode_wav
+from avs_models.metrics import BinaryMaskMetric
+from avs_models.training.trainer import (
+    MODEL_INPUTS,
+    AVSBenchSplit,
+    _WithVideoInfo,
+    evaluate_model,
+    make_metric,
+)
+
+
+def add_noise_at_snr(waveform: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Add white Gaussian noise so that signal power / noise power is `snr_db` decibels."""
+    signal_power = float(np.mean(np.square(waveform, dtype=np.float64)))
+    noise_power = signal_power / (10 ** (snr_db / 10))
+    noise = rng.normal(0.0, np.sqrt(noise_power), size=waveform.shape)
+    return (waveform + noise).astype(np.float32)
+
+
+def _wav_bytes(waveform: np.ndarray, sampling_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, waveform, sampling_rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+class AudioVariant(Dataset):
+    """A split whose audio is perturbed: Gaussian noise at `snr_db`, and/or each clip given the
+    audio of the next clip (`swap_audio`, a cyclic shift, so no clip keeps its own sound)."""
+
+    def __init__(
+        self, dataset: Dataset, snr_db: float | None = None, swap_audio: bool = False, seed: int = 0
+    ):
+        if swap_audio and len(dataset) < 2:
+            raise ValueError("swap_audio needs at least 2 clips")
+        self.dataset, self.snr_db, self.swap_audio, self.seed = dataset, snr_db, swap_audio, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        example = dict(self.dataset[index])
+        if self.swap_audio:
+            example["audio"] = self.dataset[(index + 1) % len(self.dataset)]["audio"]
+        if self.snr_db is not None:
+            waveform, sampling_rate = decode_wav(example["audio"])
+            rng = np.random.default_rng([self.seed, index])
+            example["audio"] = {
+                "bytes": _wav_bytes(add_noise_at_snr(waveform, self.snr_db, rng), sampling_rate)
+            }
+        return example
+
+
+def evaluate_split(
+    model,
+    data_dir,
+    subset: str,
+    split: str = "test",
+    *,
+    image_size: int = 224,
+    batch_size: int = 1,
+    definition: str = "official",
+    snr_db: float | None = None,
+    swap_audio: bool = False,
+    accelerator: Accelerator | None = None,
+    progress: bool = False,
+) -> dict:
+    """Metrics of `model` on one split (see `avs_models.metrics` for the definitions)."""
+    accelerator = accelerator or Accelerator()
+    dataset = AudioVariant(AVSBenchSplit(data_dir, subset, split), snr_db=snr_db, swap_audio=swap_audio)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, collate_fn=_WithVideoInfo(AVSBenchCollator(subset, image_size))
+    )
+    prepared_model, loader = accelerator.prepare(model, loader)
+    metric = make_metric(subset, model, definition)
+    result = evaluate_model(prepared_model, loader, accelerator, metric, progress=progress)
+    if isinstance(metric, BinaryMaskMetric):
+        result["per_category"] = metric.compute(per_category=True)["per_category"]
+    result.update({"subset": subset, "split": split, "snr_db": snr_db, "swap_audio": swap_audio})
+    return result
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of `{"setting", "miou", "fscore", ...}` rows."""
+    header = f"{'setting':<28} {'mIoU':>8} {'F-score':>8} {'frames':>7}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(
+            f"{row['setting']:<28} {row['miou']:>8.4f} {row['fscore']:>8.4f} {row.get('num_frames', 0):>7}"
+        )
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def predict_masks(model, batch: dict) -> torch.Tensor:
+    """Binary masks `[B, T, H, W]` (S4/MS3) or class ids (AVSS) for a collated batch."""
+    model.eval()
+    inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+    logits = model(**inputs).logits
+    return (logits[:, :, 0] > 0).long() if logits.shape[2] == 1 else logits.argmax(dim=2)

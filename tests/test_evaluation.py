@@ -1,0 +1,85 @@
+"""`avs-models evaluate`, audio noise at a given SNR and swapped audio."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny_training import TINY_MODEL
+from transformers import AutoConfig
+
+from avs_models.cli import main
+from avs_models.data import decode_wav, make_synthetic_avsbench
+from avs_models.evaluation import AudioVariant, add_noise_at_snr, evaluate_split
+from avs_models.models.auto import AutoModelForAudioVisualSegmentation
+from avs_models.training import AVSBenchSplit
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_avsbench(root, "s4", 6, seed=1, image_size=32)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(TINY_MODEL["model_type"], **TINY_MODEL["config"])
+    folder = tmp_path_factory.mktemp("model")
+    AutoModelForAudioVisualSegmentation.from_config(config).save_pretrained(folder)
+    return folder
+
+
+def test_noise_has_the_requested_snr():
+    rng = np.random.default_rng(0)
+    waveform = np.sin(np.linspace(0, 2000, 16000)).astype(np.float32)
+    noisy = add_noise_at_snr(waveform, 5.0, rng)
+    measured = 10 * np.log10(
+        np.mean(waveform.astype(np.float64) ** 2) / np.mean((noisy - waveform).astype(np.float64) ** 2)
+    )
+    assert measured == pytest.approx(5.0, abs=0.1)
+
+
+def test_audio_variants(data_dir):
+    split = AVSBenchSplit(data_dir, "s4", "train")
+    swapped = AudioVariant(split, swap_audio=True)
+    assert swapped[0]["audio"] == split[1]["audio"] and swapped[len(split) - 1]["audio"] == split[0]["audio"]
+    noisy = AudioVariant(split, snr_db=0.0)
+    clean_wave, rate = decode_wav(split[0]["audio"])
+    noisy_wave, noisy_rate = decode_wav(noisy[0]["audio"])
+    assert rate == noisy_rate and noisy_wave.shape == clean_wave.shape
+    assert not np.allclose(noisy_wave, clean_wave)
+    with pytest.raises(ValueError, match="at least 2"):
+        AudioVariant([split[0]], swap_audio=True)
+
+
+def test_evaluate_command_prints_table_and_json(data_dir, model_dir, tmp_path, capsys):
+    output = tmp_path / "result.json"
+    argv = [
+        "evaluate", str(model_dir), str(data_dir), "--subset", "s4", "--split", "train", "--image-size", "32",
+        "--per-category", "--noise-snr", "0", "--json", str(output),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "mIoU" in printed and "audio noise 0 dB" in printed
+    results = json.loads(output.read_text())
+    model = AutoModelForAudioVisualSegmentation.from_pretrained(model_dir)
+    direct = evaluate_split(model, data_dir, "s4", "train", image_size=32)
+    assert results["clean"]["miou"] == pytest.approx(direct["miou"])
+    assert results["clean"]["fscore"] == pytest.approx(direct["fscore"])
+    assert results["clean"]["num_videos"] == 4 and results["clean"]["definition"] == "official"
+    assert set(results["clean"]["per_category"]) == {
+        str(c) for c in {r.group for r in split_records(data_dir)}
+    }
+
+
+def split_records(data_dir):
+    from avs_models.data import AVSBenchReader
+
+    return AVSBenchReader(data_dir, "s4").records("train")
+
+
+def test_evaluate_command_errors(tmp_path, data_dir):
+    with pytest.raises(FileNotFoundError, match="MODEL_DIR"):
+        main(["evaluate", str(tmp_path / "none"), str(data_dir)])
