@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: list[str] = ["make_synthetic", "prepare_avsbench", "predict", "train", "evaluate"]
+COMMAND_MODULES: list[str] = ["make_synthetic", "prepare_avsbench", "predict", "train", "evaluate", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
