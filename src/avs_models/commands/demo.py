@@ -11,8 +11,8 @@ def add_parser(subparsers) -> None:
         "--output", default="avs-demo", help="folder for the data, the model and the overlays"
     )
     parser.add_argument("--subset", choices=("s4", "ms3"), default="ms3")
-    parser.add_argument("--num-videos", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--num-videos", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
