@@ -10,7 +10,8 @@ from transformers import AutoConfig
 
 from avs_models.cli import main
 from avs_models.data import decode_wav, make_synthetic_avsbench
-from avs_models.evaluation import AudioVariant, add_noise_at_snr, evaluate_split
+from avs_models.data.transforms import to_pil
+from avs_models.evaluation import PerturbedSplit, add_noise_at_snr, evaluate_split
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
 from avs_models.training import AVSBenchSplit
 
@@ -43,26 +44,32 @@ def test_noise_has_the_requested_snr():
 
 def test_audio_variants(data_dir):
     split = AVSBenchSplit(data_dir, "s4", "train")
-    swapped = AudioVariant(split, swap_audio=True)
+    swapped = PerturbedSplit(split, swap_audio=True)
     assert swapped[0]["audio"] == split[1]["audio"] and swapped[len(split) - 1]["audio"] == split[0]["audio"]
-    noisy = AudioVariant(split, snr_db=0.0)
+    noisy = PerturbedSplit(split, snr_db=0.0)
     clean_wave, rate = decode_wav(split[0]["audio"])
     noisy_wave, noisy_rate = decode_wav(noisy[0]["audio"])
     assert rate == noisy_rate and noisy_wave.shape == clean_wave.shape
     assert not np.allclose(noisy_wave, clean_wave)
+    noisy_frames = PerturbedSplit(split, frame_noise_std=0.1)[0]["frames"]
+    clean_pixels = np.asarray(to_pil(split[0]["frames"][0]).convert("RGB"), dtype=np.float64) / 255
+    difference = np.asarray(noisy_frames[0], dtype=np.float64) / 255 - clean_pixels
+    assert 0.05 < difference.std() < 0.1  # clipping at 0 and 1 trims the noise a little
+    with pytest.raises(ValueError, match="frame_noise_std"):
+        PerturbedSplit(split, frame_noise_std=-1)
     with pytest.raises(ValueError, match="at least 2"):
-        AudioVariant([split[0]], swap_audio=True)
+        PerturbedSplit([split[0]], swap_audio=True)
 
 
 def test_evaluate_command_prints_table_and_json(data_dir, model_dir, tmp_path, capsys):
     output = tmp_path / "result.json"
     argv = [
         "evaluate", str(model_dir), str(data_dir), "--subset", "s4", "--split", "train", "--image-size", "32",
-        "--per-category", "--noise-snr", "0", "--json", str(output),
+        "--per-category", "--noise-snr", "0", "--frame-noise", "0.2", "--json", str(output),
     ]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "mIoU" in printed and "audio noise 0 dB" in printed
+    assert "mIoU" in printed and "audio noise 0 dB" in printed and "frame noise std 0.2" in printed
     results = json.loads(output.read_text())
     model = AutoModelForAudioVisualSegmentation.from_pretrained(model_dir)
     direct = evaluate_split(model, data_dir, "s4", "train", image_size=32)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from tiny_training import TINY_MODEL
 
 from avs_models.data import make_synthetic_avsbench
+from avs_models.processing import AudioVisualProcessor
 from avs_models.training import PRESETS, load_training_config
 from avs_models.training.trainer import CHECKPOINTS, LATEST, AVSBenchSplit
 
@@ -112,6 +113,8 @@ def test_two_process_accelerate_launch_trains_in_sync(tmp_path, data_dir):
     assert all(len(entry["kept_token_ratios"]) == 3 for entry in state["history"] if "loss" in entry)
     assert any("val_miou" in entry for entry in state["history"])
     assert (output / "final" / "model.safetensors").is_file() and (output / "best" / "config.json").is_file()
+    processor = AudioVisualProcessor.from_pretrained(output / "final")
+    assert processor.image_processor.size == {"height": 32, "width": 32} and processor.num_frames == 5
 
 
 def train_command(config: Path, data_dir: Path, output: Path, *extra: str) -> list[str]:

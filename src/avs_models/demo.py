@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from avs_models.data import AVSBenchCollator, images_to_tensor, make_synthetic_avsbench, resize_frames
-from avs_models.evaluation import AudioVariant, evaluate_split, format_table, predict_masks
+from avs_models.evaluation import PerturbedSplit, evaluate_split, format_table, predict_masks
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
 from avs_models.processing.visualization import overlay_mask
 from avs_models.training import AVSBenchSplit, Trainer, TrainingConfig
@@ -74,7 +74,7 @@ def write_overlays(model, data_dir: Path, subset: str, image_size: int, out_dir:
     frames = resize_frames(images_to_tensor(example["frames"]), image_size)
     frames = (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     paths = []
-    for name, variant in (("own_audio", split), ("other_audio", AudioVariant(split, swap_audio=True))):
+    for name, variant in (("own_audio", split), ("other_audio", PerturbedSplit(split, swap_audio=True))):
         masks = predict_masks(model, collator([variant[0]]))[0].numpy()[: len(frames)]
         path = out_dir / f"overlay_{name}.png"
         _overlay_strip(frames, masks).save(path)

@@ -8,9 +8,11 @@ import numpy as np
 import soundfile
 import torch
 from accelerate import Accelerator
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from avs_models.data import AVSBenchCollator, decode_wav
+from avs_models.data.transforms import to_pil
 from avs_models.metrics import BinaryMaskMetric
 from avs_models.training.trainer import (
     MODEL_INPUTS,
@@ -35,16 +37,25 @@ def _wav_bytes(waveform: np.ndarray, sampling_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-class AudioVariant(Dataset):
-    """A split whose audio is perturbed: Gaussian noise at `snr_db`, and/or each clip given the
-    audio of the next clip (`swap_audio`, a cyclic shift, so no clip keeps its own sound)."""
+class PerturbedSplit(Dataset):
+    """A split with perturbed inputs: Gaussian noise on the audio at `snr_db`, each clip given the
+    audio of the next clip (`swap_audio`, a cyclic shift, so no clip keeps its own sound), and/or
+    Gaussian noise of standard deviation `frame_noise_std` (pixel values in [0, 1]) on the frames."""
 
     def __init__(
-        self, dataset: Dataset, snr_db: float | None = None, swap_audio: bool = False, seed: int = 0
+        self,
+        dataset: Dataset,
+        snr_db: float | None = None,
+        swap_audio: bool = False,
+        frame_noise_std: float | None = None,
+        seed: int = 0,
     ):
         if swap_audio and len(dataset) < 2:
             raise ValueError("swap_audio needs at least 2 clips")
+        if frame_noise_std is not None and frame_noise_std < 0:
+            raise ValueError(f"frame_noise_std must be >= 0, got {frame_noise_std}")
         self.dataset, self.snr_db, self.swap_audio, self.seed = dataset, snr_db, swap_audio, seed
+        self.frame_noise_std = frame_noise_std
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -55,11 +66,17 @@ class AudioVariant(Dataset):
             example["audio"] = self.dataset[(index + 1) % len(self.dataset)]["audio"]
         if self.snr_db is not None:
             waveform, sampling_rate = decode_wav(example["audio"])
-            rng = np.random.default_rng([self.seed, index])
-            example["audio"] = {
-                "bytes": _wav_bytes(add_noise_at_snr(waveform, self.snr_db, rng), sampling_rate)
-            }
+            noisy = add_noise_at_snr(waveform, self.snr_db, np.random.default_rng([self.seed, index]))
+            example["audio"] = {"bytes": _wav_bytes(noisy, sampling_rate)}
+        if self.frame_noise_std is not None:
+            rng = np.random.default_rng([self.seed, index, 1])
+            example["frames"] = [self._noisy_frame(frame, rng) for frame in example["frames"]]
         return example
+
+    def _noisy_frame(self, frame, rng: np.random.Generator) -> Image.Image:
+        pixels = np.asarray(to_pil(frame).convert("RGB"), dtype=np.float64) / 255
+        noisy = np.clip(pixels + rng.normal(0.0, self.frame_noise_std, size=pixels.shape), 0, 1)
+        return Image.fromarray((noisy * 255).round().astype(np.uint8))
 
 
 def evaluate_split(
@@ -73,12 +90,18 @@ def evaluate_split(
     definition: str = "official",
     snr_db: float | None = None,
     swap_audio: bool = False,
+    frame_noise_std: float | None = None,
     accelerator: Accelerator | None = None,
     progress: bool = False,
 ) -> dict:
     """Metrics of `model` on one split (see `avs_models.metrics` for the definitions)."""
     accelerator = accelerator or Accelerator()
-    dataset = AudioVariant(AVSBenchSplit(data_dir, subset, split), snr_db=snr_db, swap_audio=swap_audio)
+    dataset = PerturbedSplit(
+        AVSBenchSplit(data_dir, subset, split),
+        snr_db=snr_db,
+        swap_audio=swap_audio,
+        frame_noise_std=frame_noise_std,
+    )
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=_WithVideoInfo(AVSBenchCollator(subset, image_size))
     )
@@ -87,7 +110,15 @@ def evaluate_split(
     result = evaluate_model(prepared_model, loader, accelerator, metric, progress=progress)
     if isinstance(metric, BinaryMaskMetric):
         result["per_category"] = metric.compute(per_category=True)["per_category"]
-    result.update({"subset": subset, "split": split, "snr_db": snr_db, "swap_audio": swap_audio})
+    result.update(
+        {
+            "subset": subset,
+            "split": split,
+            "snr_db": snr_db,
+            "swap_audio": swap_audio,
+            "frame_noise_std": frame_noise_std,
+        }
+    )
     return result
 
 

@@ -25,6 +25,13 @@ def add_parser(subparsers) -> None:
         default=[],
         help="also evaluate with Gaussian noise added to the audio at these SNRs (dB)",
     )
+    parser.add_argument(
+        "--frame-noise",
+        type=float,
+        nargs="+",
+        default=[],
+        help="also evaluate with Gaussian noise of these standard deviations on the frames (pixels in [0, 1])",
+    )
     parser.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
     parser.set_defaults(func=run)
 
@@ -46,6 +53,10 @@ def run(args) -> int:
     for snr in args.noise_snr:
         results[f"audio noise {snr:g} dB"] = evaluate_split(
             model, args.data_dir, args.subset, args.split, snr_db=snr, **options
+        )
+    for std in args.frame_noise:
+        results[f"frame noise std {std:g}"] = evaluate_split(
+            model, args.data_dir, args.subset, args.split, frame_noise_std=std, **options
         )
     rows = [{"setting": name, **result} for name, result in results.items()]
     if args.per_category:

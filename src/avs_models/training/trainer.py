@@ -30,6 +30,8 @@ from transformers import AutoConfig
 from avs_models.data import AVSBenchCollator, AVSBenchReader, TrainAugmentation
 from avs_models.metrics import BinaryMaskMetric, SemanticSegmentationMetric
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
+from avs_models.models.vggish import VGGishFeatureExtractor
+from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor
 
 from .config import TrainingConfig
 
@@ -209,6 +211,12 @@ class Trainer:
             self.accelerator.process_index,
         )
         eval_collator = AVSBenchCollator(config.subset, config.image_size)
+        # Saved next to the model, so that the pipeline prepares inputs as in training.
+        self.processor = AudioVisualProcessor(
+            AudioVisualImageProcessor(size=config.image_size),
+            VGGishFeatureExtractor(),
+            num_frames=eval_collator.num_frames,
+        )
         self.train_set = AVSBenchSplit(config.data_dir, config.subset, "train")
         self.train_loader = DataLoader(
             self.train_set,
@@ -277,6 +285,7 @@ class Trainer:
             temporary, final = self.output_dir / f".tmp-{name}", self.output_dir / name
             shutil.rmtree(temporary, ignore_errors=True)
             self.accelerator.unwrap_model(self.model).save_pretrained(temporary)
+            self.processor.save_pretrained(temporary)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(temporary, final)
