@@ -16,7 +16,7 @@ from tiny_training import TINY_MODEL
 
 from avs_models.data import make_synthetic_avsbench
 from avs_models.processing import AudioVisualProcessor
-from avs_models.training import PRESETS, load_training_config
+from avs_models.training import PRESETS, Trainer, load_training_config
 from avs_models.training.trainer import CHECKPOINTS, LATEST, AVSBenchSplit
 
 
@@ -80,6 +80,8 @@ def test_overrides_and_config_errors(tmp_path):
         load_training_config("pcmanet_s4", ["batch_size=0"])
     with pytest.raises(ValueError, match="optimizer.name"):
         load_training_config("pcmanet_s4", ["optimizer.name=lamb"])
+    with pytest.raises(ValueError, match="data_dir is not set"):
+        Trainer(load_training_config("pcmanet_s4"))
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(TypeError, match="mapping"):
         load_training_config(str(tmp_path / "list.json"))
