@@ -14,6 +14,7 @@ import yaml
 from safetensors.torch import load_file
 from tiny_training import TINY_MODEL
 
+from avs_models.cli import main
 from avs_models.data import make_synthetic_avsbench
 from avs_models.processing import AudioVisualProcessor
 from avs_models.training import PRESETS, Trainer, load_training_config
@@ -183,3 +184,18 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
         for run in (reference, interrupted)
     ]
     assert logged[0] == logged[1]
+
+
+def test_cli_train_in_process_with_a_json_config(tmp_path, data_dir):
+    config = {"subset": "s4", "model": TINY_MODEL, "num_epochs": 1, "image_size": 32, "batch_size": 2}
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(config))
+    output = tmp_path / "out"
+    assert (
+        main(["train", str(path), f"data_dir={data_dir}", f"output_dir={output}", "validation_split=null"])
+        == 0
+    )
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["best_miou"] is None
+    assert (output / "checkpoints" / "latest").read_text() == "epoch-1"
+    assert not (output / "best").exists() and (output / "final" / "model.safetensors").is_file()

@@ -23,7 +23,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_training_config(args.config, args.overrides)
     state = train(config, resume=args.resume)
-    print(f"finished at step {state['global_step']}; best validation mIoU {state['best_miou']:.4f}")
+    best = state["best_miou"]
+    print(
+        f"finished at step {state['global_step']}; best validation mIoU: {'none' if best is None else f'{best:.4f}'}"
+    )
     return 0
 
 

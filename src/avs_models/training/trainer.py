@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -236,7 +235,7 @@ class Trainer:
         )
         if self.val_loader is not None:
             self.val_loader = self.accelerator.prepare(self.val_loader)
-        self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_miou": -math.inf, "history": []}
+        self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_miou": None, "history": []}
         if self.accelerator.log_with:
             self.accelerator.init_trackers(
                 "avs_models", config={"subset": config.subset, "seed": config.seed}
@@ -374,7 +373,7 @@ class Trainer:
         self._log(scores)
         if self.accelerator.is_main_process:
             logger.info("epoch %d validation (%s definition): %s", epoch + 1, result["definition"], scores)
-        if result["miou"] > self.state["best_miou"]:
+        if self.state["best_miou"] is None or result["miou"] > self.state["best_miou"]:
             self.state["best_miou"] = result["miou"]
             self._save_model("best")
 
