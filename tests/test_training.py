@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from tiny_training import TINY_MODEL
 
 from avs_models.cli import main
-from avs_models.data import make_synthetic_avsbench
+from avs_models.data import AVSBenchCollator, export_avsbench, make_synthetic_avsbench
 from avs_models.processing import AudioVisualProcessor
 from avs_models.training import PRESETS, Trainer, load_training_config
 from avs_models.training.trainer import CHECKPOINTS, LATEST, AVSBenchSplit
@@ -199,3 +199,18 @@ def test_cli_train_in_process_with_a_json_config(tmp_path, data_dir):
     assert state["global_step"] == 2 and state["best_miou"] is None
     assert (output / "checkpoints" / "latest").read_text() == "epoch-1"
     assert not (output / "best").exists() and (output / "final" / "model.safetensors").is_file()
+
+
+def test_exported_dataset_reads_like_the_official_layout(tmp_path, data_dir):
+    exported = tmp_path / "exported"
+    export_avsbench(data_dir, exported, ["s4"], progress=False)
+    for split in ("train", "val", "test"):
+        official, parquet = AVSBenchSplit(data_dir, "s4", split), AVSBenchSplit(exported, "s4", split)
+        assert len(official) == len(parquet)
+    collator = AVSBenchCollator("s4", 32)
+    official, parquet = AVSBenchSplit(data_dir, "s4", "train"), AVSBenchSplit(exported, "s4", "train")
+    by_id = {parquet[index]["video_id"]: index for index in range(len(parquet))}
+    first = official[0]
+    expected, actual = collator([first]), collator([parquet[by_id[first["video_id"]]]])
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
