@@ -36,6 +36,7 @@ class TrainingConfig:
     mixed_precision: str = "no"
     report_to: str | None = None
     num_workers: int = 0
+    push_to_hub: str | None = None
     # PCMANet's query selection can leave parameters out of a step's graph, which DDP must allow.
     ddp_find_unused_parameters: bool = True
 

@@ -341,6 +341,9 @@ class Trainer:
         (self.output_dir / f"weights_checksum_process{accelerator.process_index}.txt").write_text(checksum)
         if accelerator.is_main_process:
             (self.output_dir / "trainer_state.json").write_text(json.dumps(self.state, indent=1))
+            if config.push_to_hub:
+                unwrapped.push_to_hub(config.push_to_hub)
+                self.processor.push_to_hub(config.push_to_hub)
         accelerator.end_training()
         return self.state
 
