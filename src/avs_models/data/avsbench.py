@@ -157,21 +157,23 @@ def mask_paths(subset_dir: Path, subset: str, record: VideoRecord) -> dict[int, 
     return {t: folder / f"{t}.png" for t in range(count)}
 
 
-def wav_path(subset_dir: Path, subset: str, record: VideoRecord) -> Path:
-    subset_dir, name = Path(subset_dir), record.video_id
+def _object_audio_path(subset_dir: Path, subset: str, record: VideoRecord, folder: str, suffix: str) -> Path:
+    """`s4_data/<folder>/<split>/<category>/<id><suffix>` or `ms3_data/<folder>/<split>/<id><suffix>`."""
+    split_dir = Path(subset_dir) / f"{subset}_data" / folder / record.split
     if subset == "s4":
-        return subset_dir / "s4_data" / "audio_wav" / record.split / record.group / f"{name}.wav"
-    if subset == "ms3":
-        return subset_dir / "ms3_data" / "audio_wav" / record.split / f"{name}.wav"
-    return subset_dir / record.group / name / "audio.wav"
+        split_dir = split_dir / record.group
+    return split_dir / f"{record.video_id}{suffix}"
+
+
+def wav_path(subset_dir: Path, subset: str, record: VideoRecord) -> Path:
+    if subset in ("s4", "ms3"):
+        return _object_audio_path(subset_dir, subset, record, "audio_wav", ".wav")
+    return Path(subset_dir) / record.group / record.video_id / "audio.wav"
 
 
 def log_mel_path(subset_dir: Path, subset: str, record: VideoRecord) -> Path:
-    subset_dir, name = Path(subset_dir), record.video_id
-    if subset == "s4":
-        return subset_dir / "s4_data" / "audio_log_mel" / record.split / record.group / f"{name}.pkl"
-    if subset == "ms3":
-        return subset_dir / "ms3_data" / "audio_log_mel" / record.split / f"{name}.pkl"
+    if subset in ("s4", "ms3"):
+        return _object_audio_path(subset_dir, subset, record, "audio_log_mel", ".pkl")
     raise ValueError("the AVSS release has no precomputed log-mel files; compute them from audio.wav")
 
 
