@@ -30,6 +30,7 @@ per-frame records are plain Python data, so several processes can gather them (e
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -53,7 +54,7 @@ def _frame_selection(labels: torch.Tensor, labeled_frames: torch.Tensor | None) 
     return labeled_frames.bool().cpu()
 
 
-def _video_ids(video_ids, batch_size: int, offset: int) -> list:
+def _video_ids(video_ids: Sequence[Hashable] | None, batch_size: int, offset: int) -> list:
     if video_ids is None:
         return list(range(offset, offset + batch_size))
     if len(video_ids) != batch_size:
@@ -61,7 +62,7 @@ def _video_ids(video_ids, batch_size: int, offset: int) -> list:
     return list(video_ids)
 
 
-def _categories(categories, batch_size: int) -> list:
+def _categories(categories: Sequence[str] | None, batch_size: int) -> list:
     if categories is None:
         return [None] * batch_size
     if len(categories) != batch_size:
@@ -121,8 +122,8 @@ class BinaryMaskMetric:
         logits: torch.Tensor,
         labels: torch.Tensor,
         labeled_frames: torch.Tensor | None = None,
-        video_ids=None,
-        categories=None,
+        video_ids: Sequence[Hashable] | None = None,
+        categories: Sequence[str] | None = None,
     ) -> None:
         """Add a batch.
 
