@@ -15,14 +15,16 @@ from avs_models.models.pcmanet.modeling_pcmanet import PCMANetQuerySelectedCross
 
 
 def tiny_config(**overrides) -> PCMANetConfig:
-    kwargs = dict(
-        backbone_config=resnet50_backbone_config(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1]),
-        hidden_size=16,
-        avga_groups=4,
-        qsca_num_heads=2,
-        qsca_head_dim=8,
-        qsca_pool_sizes=[8, 4, 2, 2],
-    )
+    kwargs = {
+        "backbone_config": resnet50_backbone_config(
+            embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1]
+        ),
+        "hidden_size": 16,
+        "avga_groups": 4,
+        "qsca_num_heads": 2,
+        "qsca_head_dim": 8,
+        "qsca_pool_sizes": [8, 4, 2, 2],
+    }
     kwargs.update(overrides)
     return PCMANetConfig(**kwargs)
 
@@ -81,13 +83,15 @@ import sys, torch
 from transformers import AutoModel
 model = AutoModel.from_pretrained({str(tmp_path)!r}, trust_remote_code=True).eval()
 assert "avs_models" not in sys.modules, "the package must not be needed"
-inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
+inputs = torch.load({str(tmp_path / "inputs.pt")!r})
 with torch.no_grad():
     logits = model(**inputs).logits
-assert torch.equal(logits, torch.load({str(tmp_path / 'expected.pt')!r}))
+assert torch.equal(logits, torch.load({str(tmp_path / "expected.pt")!r}))
 print("remote ok")
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "remote ok" in result.stdout
 
@@ -110,7 +114,9 @@ def test_clips_in_a_batch_do_not_interact():
     inputs = clip_inputs(batch=3)
     with torch.no_grad():
         together = model(**inputs).logits
-        alone = model(pixel_values=inputs["pixel_values"][1:2], audio_embeds=inputs["audio_embeds"][1:2]).logits
+        alone = model(
+            pixel_values=inputs["pixel_values"][1:2], audio_embeds=inputs["audio_embeds"][1:2]
+        ).logits
     torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-5)
 
 
@@ -119,7 +125,9 @@ def test_audio_changes_the_prediction():
     inputs = clip_inputs()
     with torch.no_grad():
         first = model(**inputs).logits
-        second = model(pixel_values=inputs["pixel_values"], audio_embeds=torch.randn_like(inputs["audio_embeds"])).logits
+        second = model(
+            pixel_values=inputs["pixel_values"], audio_embeds=torch.randn_like(inputs["audio_embeds"])
+        ).logits
     assert (first - second).abs().max() > 1e-4
 
 
@@ -132,7 +140,9 @@ def test_confidence_masks_are_progressive():
         output = model(**clip_inputs())
     deeper = output.confidence_masks[0]
     for mask in output.confidence_masks[1:]:
-        upsampled = F.interpolate(deeper.flatten(0, 1), size=mask.shape[-2:], mode="nearest").unflatten(0, mask.shape[:2])
+        upsampled = F.interpolate(deeper.flatten(0, 1), size=mask.shape[-2:], mode="nearest").unflatten(
+            0, mask.shape[:2]
+        )
         assert torch.all(mask <= upsampled), "a confident pixel must stay confident in shallower stages"
         deeper = mask
     assert output.kept_token_ratios[-1] < 1.0
@@ -148,8 +158,12 @@ def _dense_qsca_reference(module, visual, audio, num_frames, keep_mask):
     normed_tokens, normed_audio = module.layer_norm(tokens), module.layer_norm(audio)
     heads, dim = module.num_heads, module.head_dim
     clips = frames // num_frames
-    q_a, k_a, v_a = module.audio_query_key_value(normed_audio).view(clips, num_frames, 3, heads, dim).unbind(2)
-    k_v, v_v = module.visual_key_value(normed_tokens).view(clips, num_frames * grid * grid, 2, heads, dim).unbind(2)
+    q_a, k_a, v_a = (
+        module.audio_query_key_value(normed_audio).view(clips, num_frames, 3, heads, dim).unbind(2)
+    )
+    k_v, v_v = (
+        module.visual_key_value(normed_tokens).view(clips, num_frames * grid * grid, 2, heads, dim).unbind(2)
+    )
     q_v = module.visual_query(normed_tokens).view(clips, num_frames * grid * grid, heads, dim)
 
     def attend(query, key, value):
@@ -184,11 +198,15 @@ def test_query_selection_equals_dense_masked_attention(layout, kept):
 
 def test_query_selection_cost_follows_the_kept_ratio():
     torch.manual_seed(0)
-    module = PCMANetQuerySelectedCrossAttention(tiny_config(hidden_size=64, avga_groups=4), pool_size=16).eval()
+    module = PCMANetQuerySelectedCrossAttention(
+        tiny_config(hidden_size=64, avga_groups=4), pool_size=16
+    ).eval()
     visual, audio = torch.randn(10, 64, 16, 16), torch.randn(10, 64)
 
     def selected_query_flops(kept_ratio):
-        keep_mask = (torch.rand(10, 1, 16, 16, generator=torch.Generator().manual_seed(1)) < kept_ratio).float()
+        keep_mask = (
+            torch.rand(10, 1, 16, 16, generator=torch.Generator().manual_seed(1)) < kept_ratio
+        ).float()
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             module(visual, audio, num_frames=5, keep_mask=keep_mask)
         return counter.get_total_flops(), int(keep_mask.sum())
@@ -250,7 +268,9 @@ def test_semantic_model_uses_softmax_confidence_and_masks_padding_frames():
         same = model(**inputs, labels=relabelled, frame_mask=frame_mask)
     assert output.logits.shape == (1, 4, 5, 64, 64)
     assert torch.equal(output.loss, same.loss), "padding frames must not count in the loss"
-    expected_first = F.cross_entropy(output.logits[0, :3], labels[0, :3], reduction="none").mean(dim=(1, 2)).mean()
+    expected_first = (
+        F.cross_entropy(output.logits[0, :3], labels[0, :3], reduction="none").mean(dim=(1, 2)).mean()
+    )
     torch.testing.assert_close(output.stage_losses[0], expected_first, atol=1e-5, rtol=1e-5)
 
 
@@ -270,10 +290,15 @@ def test_training_step_reduces_loss():
     assert losses[-1] < losses[0]
 
 
-def test_log_mel_input_goes_through_the_frozen_vggish_encoder():
+@pytest.mark.parametrize("reload", [False, True], ids=["built", "from_pretrained"])
+def test_log_mel_input_goes_through_the_frozen_vggish_encoder(reload, tmp_path):
     from avs_models import VGGishConfig
 
-    model = tiny_model(audio_config=VGGishConfig()).train()
+    model = tiny_model(audio_config=VGGishConfig())
+    if reload:  # loading makes fresh parameters: the encoder must come back frozen
+        model.save_pretrained(tmp_path)
+        model = PCMANetForAudioVisualSegmentation.from_pretrained(tmp_path)
+    model.train()
     assert not model.audio_encoder.training, "a frozen audio encoder stays in eval mode"
     assert not any(parameter.requires_grad for parameter in model.audio_encoder.parameters())
     features = torch.randn(1, 2, 1, 96, 64)
@@ -291,10 +316,22 @@ def test_log_mel_input_goes_through_the_frozen_vggish_encoder():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda i: i.update(pixel_values=i["pixel_values"][0]), "pixel_values must have shape (B, T, 3, H, W)"),
-        (lambda i: i.update(pixel_values=i["pixel_values"].to(torch.uint8)), "pixel_values must be a float tensor"),
-        (lambda i: i.update(audio_embeds=i["audio_embeds"][:, :2]), "audio_embeds must have shape (2, 3, 128)"),
-        (lambda i: i.update(audio_embeds=i["audio_embeds"][..., :64]), "audio_embeds must have shape (2, 3, 128)"),
+        (
+            lambda i: i.update(pixel_values=i["pixel_values"][0]),
+            "pixel_values must have shape (B, T, 3, H, W)",
+        ),
+        (
+            lambda i: i.update(pixel_values=i["pixel_values"].to(torch.uint8)),
+            "pixel_values must be a float tensor",
+        ),
+        (
+            lambda i: i.update(audio_embeds=i["audio_embeds"][:, :2]),
+            "audio_embeds must have shape (2, 3, 128)",
+        ),
+        (
+            lambda i: i.update(audio_embeds=i["audio_embeds"][..., :64]),
+            "audio_embeds must have shape (2, 3, 128)",
+        ),
         (lambda i: i.update(labels=torch.zeros(2, 3, 32, 32)), "labels must have shape (2, 3, 64, 64)"),
         (lambda i: i.update(frame_mask=torch.ones(2, 4)), "frame_mask must have shape (2, 3)"),
         (lambda i: i.update(input_features=torch.zeros(2, 3, 1, 96, 64)), "exactly one of `input_features`"),

@@ -18,44 +18,44 @@ ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 def resnet50_backbone_config(**overrides) -> ResNetConfig:
     """ResNet-50 (torchvision layout: stride in the 3x3 conv) returning the 4 stage feature maps."""
-    kwargs = dict(
-        embedding_size=64,
-        hidden_sizes=[256, 512, 1024, 2048],
-        depths=[3, 4, 6, 3],
-        layer_type="bottleneck",
-        downsample_in_bottleneck=False,
-        out_features=ALL_STAGES,
-    )
+    kwargs = {
+        "embedding_size": 64,
+        "hidden_sizes": [256, 512, 1024, 2048],
+        "depths": [3, 4, 6, 3],
+        "layer_type": "bottleneck",
+        "downsample_in_bottleneck": False,
+        "out_features": ALL_STAGES,
+    }
     kwargs.update(overrides)
     return ResNetConfig(**kwargs)
 
 
 def pvt_v2_b5_backbone_config(**overrides) -> PvtV2Config:
     """PVT-v2-b5 (depths 3/6/40/3, widths 64/128/320/512) returning the 4 stage feature maps."""
-    kwargs = dict(
-        depths=[3, 6, 40, 3],
-        hidden_sizes=[64, 128, 320, 512],
-        num_attention_heads=[1, 2, 5, 8],
-        mlp_ratios=[4, 4, 4, 4],
-        sr_ratios=[8, 4, 2, 1],
-        layer_norm_eps=1e-6,
-        out_features=ALL_STAGES,
-    )
+    kwargs = {
+        "depths": [3, 6, 40, 3],
+        "hidden_sizes": [64, 128, 320, 512],
+        "num_attention_heads": [1, 2, 5, 8],
+        "mlp_ratios": [4, 4, 4, 4],
+        "sr_ratios": [8, 4, 2, 1],
+        "layer_norm_eps": 1e-6,
+        "out_features": ALL_STAGES,
+    }
     kwargs.update(overrides)
     return PvtV2Config(**kwargs)
 
 
 def swin_base_backbone_config(**overrides) -> SwinConfig:
     """Swin-B (window 7, 224x224, widths 128/256/512/1024) returning the 4 stage feature maps."""
-    kwargs = dict(
-        image_size=224,
-        patch_size=4,
-        embed_dim=128,
-        depths=[2, 2, 18, 2],
-        num_heads=[4, 8, 16, 32],
-        window_size=7,
-        out_features=ALL_STAGES,
-    )
+    kwargs = {
+        "image_size": 224,
+        "patch_size": 4,
+        "embed_dim": 128,
+        "depths": [2, 2, 18, 2],
+        "num_heads": [4, 8, 16, 32],
+        "window_size": 7,
+        "out_features": ALL_STAGES,
+    }
     kwargs.update(overrides)
     return SwinConfig(**kwargs)
 
@@ -90,7 +90,7 @@ def rename_official_resnet_key(key: str) -> str | None:
     stage, block, rest = int(match.group(1)), match.group(2), match.group(3)
     for official, ours in _RESNET_IN_BLOCK.items():
         if rest.startswith(official + "."):
-            return f"encoder.stages.{stage - 1}.layers.{block}.{ours}{rest[len(official):]}"
+            return f"encoder.stages.{stage - 1}.layers.{block}.{ours}{rest[len(official) :]}"
     return None
 
 
@@ -173,10 +173,12 @@ def convert_official_swin_state_dict(state_dict: dict[str, torch.Tensor]) -> dic
     """
     converted: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
-        if key.startswith("head.") or key.endswith("relative_position_index") or key.endswith("attn_mask"):
+        if key.startswith("head.") or key.endswith(("relative_position_index", "attn_mask")):
             continue
         if key.startswith("patch_embed.proj."):
-            converted["swin.embeddings.patch_embeddings.projection." + key[len("patch_embed.proj.") :]] = tensor
+            converted["swin.embeddings.patch_embeddings.projection." + key[len("patch_embed.proj.") :]] = (
+                tensor
+            )
             continue
         if key.startswith("patch_embed.norm."):
             converted["swin.embeddings.norm." + key[len("patch_embed.norm.") :]] = tensor

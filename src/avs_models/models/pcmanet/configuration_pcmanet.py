@@ -60,7 +60,7 @@ class PCMANetConfig(PreTrainedConfig):
     """
 
     model_type = "pcmanet"
-    sub_configs_defaults = {
+    sub_configs_defaults = {  # noqa: RUF012 (Transformers reads this class attribute)
         "backbone_config": SubConfigSpec(
             config_class=AutoConfig, model_type="resnet", init_kwargs={"out_features": ALL_STAGES}
         ),
@@ -92,9 +92,7 @@ class PCMANetConfig(PreTrainedConfig):
         self.qsca_pool_sizes = list(self.qsca_pool_sizes)
         self.loss_stage_weights = [float(weight) for weight in self.loss_stage_weights]
         if self.hidden_size % self.avga_groups:
-            raise ValueError(
-                f"avga_groups={self.avga_groups} must divide hidden_size={self.hidden_size}"
-            )
+            raise ValueError(f"avga_groups={self.avga_groups} must divide hidden_size={self.hidden_size}")
         if len(self.qsca_pool_sizes) != 4 or min(self.qsca_pool_sizes) < 1:
             raise ValueError(f"qsca_pool_sizes must hold 4 positive sizes, got {self.qsca_pool_sizes}")
         if len(self.loss_stage_weights) != 4:

@@ -60,20 +60,24 @@ def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def config_from_official_state_dict(state_dict: dict[str, torch.Tensor], **overrides) -> PCMANetConfig:
     """Infer the backbone, width, class count and AVGA groups of an official checkpoint."""
     if "conv1.0.weight" not in state_dict or "output_conv1.3.weight" not in state_dict:
-        raise ValueError("Not an official PCMANet state dict: missing 'conv1.0.weight' / 'output_conv1.3.weight'")
+        raise ValueError(
+            "Not an official PCMANet state dict: missing 'conv1.0.weight' / 'output_conv1.3.weight'"
+        )
     if any(key.startswith("resnet.") for key in state_dict):
         backbone_config = resnet50_backbone_config()
     elif any(key.startswith("encoder_backbone.") for key in state_dict):
         backbone_config = pvt_v2_b5_backbone_config()
     else:
-        raise ValueError("Unknown backbone: expected 'resnet.*' (ResNet-50) or 'encoder_backbone.*' (PVT-v2) keys")
+        raise ValueError(
+            "Unknown backbone: expected 'resnet.*' (ResNet-50) or 'encoder_backbone.*' (PVT-v2) keys"
+        )
     hidden_size = state_dict["conv1.0.weight"].shape[0]
-    kwargs = dict(
-        backbone_config=backbone_config,
-        hidden_size=hidden_size,
-        avga_groups=hidden_size // state_dict["avga1.seq1.0.weight"].shape[1],
-        num_labels=state_dict["output_conv1.3.weight"].shape[0],
-    )
+    kwargs = {
+        "backbone_config": backbone_config,
+        "hidden_size": hidden_size,
+        "avga_groups": hidden_size // state_dict["avga1.seq1.0.weight"].shape[1],
+        "num_labels": state_dict["output_conv1.3.weight"].shape[0],
+    }
     kwargs.update(overrides)
     return PCMANetConfig(**kwargs)
 
@@ -99,13 +103,15 @@ def _rename_head_key(key: str) -> str | None:
     if kind == "qsca":
         for official, ours in _QSCA_PARTS.items():
             if rest.startswith(official + "."):
-                return f"cross_attention.{stage}.{ours}{rest[len(official):]}"
+                return f"cross_attention.{stage}.{ours}{rest[len(official) :]}"
         return None
     if kind == "gf":
         # The deepest stage has no deeper map: its guide goes through `seq1`.
-        roles = {"seq1": "guide_conv", "seq3": "output_conv"} if stage == 3 else {
-            "seq1": "deeper_conv", "seq2": "guide_conv", "seq3": "output_conv"
-        }
+        roles = (
+            {"seq1": "guide_conv", "seq3": "output_conv"}
+            if stage == 3
+            else {"seq1": "deeper_conv", "seq2": "guide_conv", "seq3": "output_conv"}
+        )
         if parts[1] not in roles:
             return None
         return f"fusion.{stage}.{roles[parts[1]]}.{_CONV_LAYER[parts[2]]}.{parts[3]}"
@@ -144,7 +150,9 @@ def convert_state_dict(
 
 
 def convert_pcmanet_checkpoint(
-    official_state_dict: dict[str, torch.Tensor], audio_encoder_dir: str | Path | None = None, **config_overrides
+    official_state_dict: dict[str, torch.Tensor],
+    audio_encoder_dir: str | Path | None = None,
+    **config_overrides,
 ) -> tuple[PCMANetForAudioVisualSegmentation, list[str]]:
     """Build our model from an official state dict; returns the model and the dropped keys.
 
@@ -163,7 +171,9 @@ def convert_pcmanet_checkpoint(
     result = model.load_state_dict(converted, strict=False)
     missing = [key for key in result.missing_keys if not key.startswith("audio_encoder.")]
     if missing or result.unexpected_keys:
-        raise KeyError(f"Conversion mismatch: missing {missing[:10]}, unexpected {result.unexpected_keys[:10]}")
+        raise KeyError(
+            f"Conversion mismatch: missing {missing[:10]}, unexpected {result.unexpected_keys[:10]}"
+        )
     return model.eval(), dropped
 
 
@@ -171,9 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="official PCMANet .pth state dict")
     parser.add_argument("--output-dir", required=True, help="folder for config.json + model.safetensors")
-    parser.add_argument("--vggish-dir", help="converted VGGish folder to embed log-mel input inside the model")
     parser.add_argument(
-        "--qsca-token-layout", choices=["official", "spatial"], default="official",
+        "--vggish-dir", help="converted VGGish folder to embed log-mel input inside the model"
+    )
+    parser.add_argument(
+        "--qsca-token-layout",
+        choices=["official", "spatial"],
+        default="official",
         help="keep 'official' for converted weights (see the PCMANet docs)",
     )
     args = parser.parse_args(argv)

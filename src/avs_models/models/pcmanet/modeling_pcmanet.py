@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
-from transformers.backbone_utils import load_backbone
 from transformers import initialization as init
+from transformers.backbone_utils import load_backbone
 from transformers.utils import ModelOutput
 
 from .configuration_pcmanet import PCMANetConfig
@@ -160,7 +160,9 @@ class PCMANetQuerySelectedCrossAttention(nn.Module):
             .view(clips, num_frames, 3, self.num_heads, self.head_dim)
             .unbind(2)
         )
-        key_weight, value_weight = self.visual_key_value.weight.view(2, self.num_heads, self.head_dim, channels)
+        key_weight, value_weight = self.visual_key_value.weight.view(
+            2, self.num_heads, self.head_dim, channels
+        )
         clip_tokens = normed_tokens.reshape(clips, num_frames * grid * grid, channels)
         query_in_token_space = torch.einsum("bthd,hdc->bthc", audio_query * self.scale, key_weight)
         token_weights = torch.einsum("bthc,bnc->bthn", query_in_token_space, clip_tokens).softmax(dim=-1)
@@ -192,7 +194,9 @@ class PCMANetQuerySelectedCrossAttention(nn.Module):
         update = F.linear(attended.flatten(1), self.output_projection.weight)
 
         new_tokens = tokens.reshape(-1, channels) + self.output_projection.bias
-        new_tokens = new_tokens.index_add(0, selected, update) if selected is not None else new_tokens + update
+        new_tokens = (
+            new_tokens.index_add(0, selected, update) if selected is not None else new_tokens + update
+        )
         new_tokens = new_tokens.view(frames, grid * grid, channels)
         if self.spatial_layout:
             guide = new_tokens.transpose(1, 2).reshape(frames, channels, grid, grid)
@@ -212,9 +216,13 @@ class PCMANetGuidedFusion(nn.Module):
         self.guide_conv = PCMANetConvLayer(channels, channels)
         self.output_conv = PCMANetConvLayer(channels, channels)
 
-    def forward(self, features: torch.Tensor, deeper: torch.Tensor | None, guide: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, deeper: torch.Tensor | None, guide: torch.Tensor
+    ) -> torch.Tensor:
         size = features.shape[-2:]
-        fused = features + self.guide_conv(F.interpolate(guide, size=size, mode="bilinear", align_corners=False))
+        fused = features + self.guide_conv(
+            F.interpolate(guide, size=size, mode="bilinear", align_corners=False)
+        )
         if self.deeper_conv is not None:
             deeper = F.interpolate(deeper, size=size, mode="bilinear", align_corners=False)
             fused = fused + self.deeper_conv(deeper)
@@ -260,8 +268,6 @@ class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
         super().__init__(config)
         self.backbone = load_backbone(config)
         self.audio_encoder = AutoModel.from_config(config.audio_config) if config.audio_config else None
-        if self.audio_encoder is not None and config.freeze_audio_encoder:
-            self.audio_encoder.requires_grad_(False)
         channels = config.hidden_size
         self.audio_projection = nn.Linear(config.audio_embed_dim, channels)
         self.stage_projections = nn.ModuleList(
@@ -271,15 +277,20 @@ class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
         self.cross_attention = nn.ModuleList(
             PCMANetQuerySelectedCrossAttention(config, size) for size in config.qsca_pool_sizes
         )
-        self.fusion = nn.ModuleList(PCMANetGuidedFusion(config, has_deeper_stage=stage < 3) for stage in range(4))
+        self.fusion = nn.ModuleList(
+            PCMANetGuidedFusion(config, has_deeper_stage=stage < 3) for stage in range(4)
+        )
         self.heads = nn.ModuleList(PCMANetPredictionHead(config) for _ in range(4))
         self.post_init()
+        self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        # A frozen audio encoder also keeps its inference behaviour while the rest trains.
+        # A frozen audio encoder keeps its inference behaviour while the rest trains. Freezing
+        # lives here, not only in __init__: from_pretrained replaces every parameter with a fresh
+        # one that requires grad, then calls eval().
         if self.audio_encoder is not None and self.config.freeze_audio_encoder:
-            self.audio_encoder.eval()
+            self.audio_encoder.eval().requires_grad_(False)
         return self
 
     def _unconfident(self, stage_logits: torch.Tensor) -> torch.Tensor:
@@ -340,12 +351,16 @@ class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
         audio = self.audio_projection(self._embed_audio(input_features, audio_embeds, batch, num_frames))
 
         feature_maps = self.backbone(pixel_values.flatten(0, 1)).feature_maps
-        stage_features = [project(features) for project, features in zip(self.stage_projections, feature_maps)]
+        stage_features = [
+            project(features) for project, features in zip(self.stage_projections, feature_maps)
+        ]
         if frame_mask is not None:
             _check_shape("frame_mask", frame_mask, (batch, num_frames))
             valid = frame_mask.reshape(-1, 1, 1, 1).to(stage_features[0].dtype)
             stage_features = [features * valid for features in stage_features]
-        fused = [attention(features, audio) for attention, features in zip(self.grouped_attention, stage_features)]
+        fused = [
+            attention(features, audio) for attention, features in zip(self.grouped_attention, stage_features)
+        ]
 
         stage_logits: list[torch.Tensor] = [None] * 4
         confidence_masks: list[torch.Tensor] = []
@@ -357,7 +372,9 @@ class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
             if stage > 0:
                 unconfident = self._unconfident(stage_logits[stage])
                 if keep_mask is not None:
-                    keep_mask = F.interpolate(keep_mask, size=unconfident.shape[-2:], mode="nearest") * unconfident
+                    keep_mask = (
+                        F.interpolate(keep_mask, size=unconfident.shape[-2:], mode="nearest") * unconfident
+                    )
                 else:
                     keep_mask = unconfident
                 confidence_masks.append(keep_mask)
@@ -418,7 +435,9 @@ class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
                 iou = 1 - (intersection + 1) / (union - intersection + 1)
                 losses.append(bce + iou.mean())
             else:
-                losses.append(F.cross_entropy(logits, labels.long(), reduction="none").mean(dim=(1, 2)).mean())
+                losses.append(
+                    F.cross_entropy(logits, labels.long(), reduction="none").mean(dim=(1, 2)).mean()
+                )
         return torch.stack(losses)
 
 
@@ -431,9 +450,7 @@ def _check_pixel_values(pixel_values: torch.Tensor) -> tuple[int, int, int, int]
             "(use AudioVisualProcessor to normalise uint8 frames)"
         )
     if pixel_values.ndim != 5 or pixel_values.shape[2] != 3:
-        raise ValueError(
-            f"pixel_values must have shape (B, T, 3, H, W), got {tuple(pixel_values.shape)}"
-        )
+        raise ValueError(f"pixel_values must have shape (B, T, 3, H, W), got {tuple(pixel_values.shape)}")
     batch, num_frames, _, height, width = pixel_values.shape
     return batch, num_frames, height, width
 
