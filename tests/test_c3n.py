@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModel
+from transformers import ASTConfig, AutoConfig, AutoModel
 
-from avs_models import AutoModelForAudioVisualSegmentation
+from avs_models import AutoModelForAudioVisualSegmentation, VGGishConfig, VGGishForAudioClassification
 from avs_models.models.backbones import pvt_v2_b5_backbone_config, swin_base_backbone_config
 from avs_models.models.c3n import (
     C3NConfig,
@@ -266,3 +266,142 @@ def test_official_similarity_matrix_file_errors(tmp_path):
 def test_conversion_script_reports_a_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         convert_main(["--checkpoint", str(tmp_path / "none.pth"), "--output-dir", str(tmp_path / "out")])
+
+
+# ----------------------------------------------------------------- audio encoder inside the model
+TINY_VGGISH = {
+    "stage_channels": [[4], [8]],
+    "hidden_sizes": [16],
+    "embedding_size": AUDIO_DIM,
+    "classifier_hidden_size": 12,
+    "num_labels": NUM_AUDIO,
+}
+
+
+def tiny_vggish_c3n(**overrides):
+    return tiny_model(audio_config=VGGishConfig(**TINY_VGGISH), **overrides)
+
+
+def log_mel_examples(batch=2, frames=3, seed=2):
+    return torch.randn(batch, frames, 1, 96, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_audio_encoder_gives_the_same_output_as_precomputed_audio():
+    model = tiny_vggish_c3n()
+    inputs = tiny_inputs()
+    features = log_mel_examples()
+    with torch.no_grad():
+        encoded = model.audio_encoder(input_features=features)
+        from_raw = model(pixel_values=inputs["pixel_values"], input_features=features)
+        from_precomputed = model(
+            pixel_values=inputs["pixel_values"], audio_embeds=encoded.embeddings, audio_logits=encoded.logits
+        )
+    assert isinstance(model.audio_encoder, VGGishForAudioClassification)
+    torch.testing.assert_close(from_raw.logits, from_precomputed.logits, rtol=0, atol=0)
+    assert torch.equal(from_raw.unified_labels, from_precomputed.unified_labels)
+
+
+def test_audio_encoder_round_trip_and_stays_frozen_in_training(tmp_path):
+    model = tiny_vggish_c3n()
+    inputs = {"pixel_values": tiny_inputs()["pixel_values"], "input_features": log_mel_examples()}
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForAudioVisualSegmentation.from_pretrained(tmp_path).eval()
+    assert isinstance(reloaded.config.audio_config, VGGishConfig)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+
+    reloaded.train()
+    assert not reloaded.audio_encoder.training
+    assert not any(parameter.requires_grad for parameter in reloaded.audio_encoder.parameters())
+    assert not any(parameter.requires_grad for parameter in reloaded.visual_classifier.parameters())
+    encoder_before = {k: v.clone() for k, v in reloaded.audio_encoder.state_dict().items()}
+    labels = (torch.rand(2, 3, 64, 64) > 0.5).float()
+    optimizer = torch.optim.Adam([p for p in reloaded.parameters() if p.requires_grad], lr=1e-2)
+    reloaded(**inputs, labels=labels).loss.backward()
+    optimizer.step()
+    for key, value in reloaded.audio_encoder.state_dict().items():
+        assert torch.equal(value, encoder_before[key]), key
+
+
+def test_sigmoid_audio_scores_change_what_the_consensus_softmaxes():
+    model = tiny_model(audio_score_activation="sigmoid")
+    visual_logits = 4 * torch.randn(6, NUM_VISUAL, generator=torch.Generator().manual_seed(3))
+    audio_logits = 4 * torch.randn(6, NUM_AUDIO, generator=torch.Generator().manual_seed(4))
+    chosen = model.cognitive_consensus(visual_logits, audio_logits)
+    audio_confidence = audio_logits.sigmoid().softmax(-1) ** 0.1
+    visual_confidence = visual_logits.softmax(-1) ** 0.1
+    for row in range(6):
+        scores = audio_confidence[row][None, :] * model.label_similarity * visual_confidence[row][:, None]
+        assert chosen[row] == scores.flatten().argmax() // NUM_AUDIO
+
+
+def test_any_transformers_audio_classifier_plugs_in():
+    audio_config = ASTConfig(
+        hidden_size=AUDIO_DIM,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_length=16,
+        num_mel_bins=16,
+        patch_size=8,
+        frequency_stride=8,
+        time_stride=8,
+        num_labels=NUM_AUDIO,
+    )
+    model = tiny_model(audio_config=audio_config)
+    spectrograms = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        output = model(pixel_values=tiny_inputs()["pixel_values"], input_values=spectrograms)
+        hidden = model.audio_encoder(input_values=spectrograms.flatten(0, 1), output_hidden_states=True)
+    assert output.logits.shape == (2, 3, 1, 64, 64)
+    expected = model.cognitive_consensus(
+        model(**_precomputed(model, hidden)).visual_logits.flatten(0, 1), hidden.logits
+    )
+    assert torch.equal(output.unified_labels.flatten(), expected)
+
+
+def _precomputed(model, encoded):
+    return {
+        "pixel_values": tiny_inputs()["pixel_values"],
+        "audio_embeds": encoded.hidden_states[-1].mean(dim=1).reshape(2, 3, -1),
+        "audio_logits": encoded.logits.reshape(2, 3, -1),
+    }
+
+
+def test_audio_encoder_names_default_the_similarity_labels(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    audio_names = [f"sound {i}" for i in range(NUM_AUDIO - 1)] + ["Bark"]
+    sizes = {key: value for key, value in TINY_VGGISH.items() if key != "num_labels"}
+    vggish = VGGishConfig(**sizes, id2label=dict(enumerate(audio_names)))
+    model = tiny_model(
+        audio_config=vggish, visual_label_names=[f"object {i}" for i in range(NUM_VISUAL - 1)] + ["dog"]
+    )
+    matrix = model.compute_label_similarity_from_names()
+    assert matrix[-1].argmax() == NUM_AUDIO - 1
+
+
+def test_raw_audio_without_an_encoder_says_what_to_pass():
+    with pytest.raises(ValueError, match="has no audio encoder.*audio_embeds"):
+        tiny_model()(pixel_values=tiny_inputs()["pixel_values"], input_features=log_mel_examples())
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ({"input_features": log_mel_examples(), "audio_embeds": torch.zeros(2, 3, AUDIO_DIM)}, "not"),
+        ({"input_features": log_mel_examples(batch=1)}, "input_features must start with"),
+        ({"input_values": torch.zeros(2, 3, 16000)}, "takes `input_features`"),
+    ],
+)
+def test_bad_raw_audio_names_the_problem(inputs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_vggish_c3n()(pixel_values=tiny_inputs()["pixel_values"], **inputs)
+
+
+def test_audio_config_must_match_the_audio_widths():
+    with pytest.raises(ValueError, match="audio_embed_dim"):
+        tiny_config(audio_config=VGGishConfig(**{**TINY_VGGISH, "embedding_size": AUDIO_DIM + 1}))
+    with pytest.raises(ValueError, match="num_audio_classes"):
+        tiny_config(audio_config=VGGishConfig(**{**TINY_VGGISH, "num_labels": NUM_AUDIO + 1}))
+    with pytest.raises(ValueError, match="audio_score_activation"):
+        tiny_config(audio_score_activation="softmax")

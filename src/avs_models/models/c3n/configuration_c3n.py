@@ -7,6 +7,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 CONSENSUS_MODES = ("audio_visual", "visual_only", "none")
 CCAM_WEIGHT_NORMALIZATIONS = ("l2", "none")
+AUDIO_SCORE_ACTIVATIONS = ("none", "sigmoid")
 
 
 class C3NConfig(PreTrainedConfig):
@@ -27,6 +28,18 @@ class C3NConfig(PreTrainedConfig):
             Classes of the audio classifier whose logits the model receives (AudioSet).
         audio_embed_dim (`int`, defaults to 128):
             Width of the per-second audio embeddings (VGGish 128, PANNs Cnn14 2048, BEATs 768).
+        audio_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of an audio classifier loaded with `AutoModelForAudioClassification`
+            (`VGGishConfig` with its AudioSet head, `PannsConfig`, `BeatsConfig`, or any
+            Transformers audio classifier with `num_audio_classes` labels). With it the model
+            takes raw audio (`input_features` or `input_values`) and computes the audio
+            embeddings and logits itself; without it, pass `audio_embeds` and `audio_logits`.
+        freeze_audio_encoder (`bool`, defaults to `True`):
+            Keep the audio encoder frozen and in eval mode while training (as the official code).
+        audio_score_activation (`str`, defaults to `"none"`):
+            What C3IM takes the softmax of: the audio logits (`"none"`, C3N with VGGish and BEATs)
+            or their sigmoid (`"sigmoid"`, C3N with PANNs, whose official code fed Cnn14's
+            `clipwise_output` probabilities). `audio_logits` are always logits.
         hidden_size (`int`, defaults to 256):
             Channels after ASPP, in the fusion blocks and the decoder.
         aspp_dilations (`list[int]`, defaults to `[6, 12, 18]`):
@@ -81,6 +94,9 @@ class C3NConfig(PreTrainedConfig):
     num_visual_classes: int = 1000
     num_audio_classes: int = 527
     audio_embed_dim: int = 128
+    audio_config: dict | PreTrainedConfig | None = None
+    freeze_audio_encoder: bool = True
+    audio_score_activation: str = "none"
     hidden_size: int = 256
     aspp_dilations: list[int] | tuple[int, ...] = (6, 12, 18)
     head_hidden_sizes: list[int] | tuple[int, ...] = (128, 32)
@@ -96,6 +112,14 @@ class C3NConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        if isinstance(self.audio_config, dict):
+            # Not a declared sub-config: the audio config classes (VGGish, PANNs, BEATs) exist only
+            # where avs_models is installed, like PCMANet's audio_config.
+            self.audio_config = AutoConfig.for_model(**self.audio_config)
+        if self.audio_score_activation not in AUDIO_SCORE_ACTIVATIONS:
+            raise ValueError(
+                f"audio_score_activation must be one of {AUDIO_SCORE_ACTIVATIONS}, got {self.audio_score_activation!r}"
+            )
         if self.consensus_mode not in CONSENSUS_MODES:
             raise ValueError(f"consensus_mode must be one of {CONSENSUS_MODES}, got {self.consensus_mode!r}")
         if self.ccam_weight_normalization not in CCAM_WEIGHT_NORMALIZATIONS:
@@ -119,7 +143,34 @@ class C3NConfig(PreTrainedConfig):
             names = getattr(self, name)
             if names is not None and len(names) != getattr(self, expected):
                 raise ValueError(f"{name} has {len(names)} names but {expected} is {getattr(self, expected)}")
+        if self.audio_config is not None:
+            self._check_audio_config()
         super().__post_init__(**kwargs)
+
+    def _check_audio_config(self) -> None:
+        audio = self.audio_config
+        if audio.num_labels != self.num_audio_classes:
+            raise ValueError(
+                f"audio_config ({audio.model_type}) has {audio.num_labels} labels but num_audio_classes is "
+                f"{self.num_audio_classes}"
+            )
+        width = audio_embedding_width(audio)
+        if width != self.audio_embed_dim:
+            raise ValueError(
+                f"audio_config ({audio.model_type}) gives {width}-d embeddings but audio_embed_dim is "
+                f"{self.audio_embed_dim}: set audio_embed_dim={width}"
+            )
+
+
+def audio_embedding_width(audio_config: PreTrainedConfig) -> int:
+    """Width of the per-segment embeddings an audio classifier gives (`embedding_size` or `hidden_size`)."""
+    width = getattr(audio_config, "embedding_size", None) or getattr(audio_config, "hidden_size", None)
+    if width is None:
+        raise ValueError(
+            f"cannot tell the embedding width of audio_config ({audio_config.model_type}): it has neither "
+            "embedding_size nor hidden_size"
+        )
+    return int(width)
 
 
 __all__ = ["C3NConfig"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoModelForAudioClassification, PreTrainedModel
 from transformers import initialization as init
 from transformers.backbone_utils import load_backbone
 from transformers.utils import ModelOutput
@@ -51,6 +51,12 @@ class C3NSegmentationOutput(ModelOutput):
     unified_labels: torch.LongTensor | None = None
     visual_logits: torch.FloatTensor | None = None
     ccam_weights: tuple[torch.FloatTensor, ...] | None = None
+
+
+def _named_labels(config) -> list[str] | None:
+    """`id2label` names in id order, or None when they are Transformers' placeholders (`LABEL_0`, ...)."""
+    names = [config.id2label[index] for index in range(config.num_labels)]
+    return None if all(name == f"LABEL_{index}" for index, name in enumerate(names)) else names
 
 
 def _stage_last_blocks(backbone: nn.Module) -> list[nn.Module]:
@@ -199,6 +205,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
     def __init__(self, config: C3NConfig):
         super().__init__(config)
         self.backbone = load_backbone(config)
+        self.audio_encoder = (
+            AutoModelForAudioClassification.from_config(config.audio_config) if config.audio_config else None
+        )
         stage_channels = list(self.backbone.channels)
         if len(stage_channels) != 4:
             raise ValueError(f"the backbone must return 4 stage feature maps, got {len(stage_channels)}")
@@ -225,8 +234,18 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         )
         self._stage_blocks = _stage_last_blocks(self.backbone)
         self.post_init()
-        if config.freeze_visual_classifier:
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # Freezing lives here, not only in __init__: from_pretrained replaces every parameter with
+        # a fresh one that requires grad, then calls eval(). A frozen audio encoder also keeps its
+        # inference behaviour (dropout, batch norm) while the rest trains.
+        if self.config.freeze_visual_classifier:
             self.visual_classifier.requires_grad_(False)
+        if self.audio_encoder is not None and self.config.freeze_audio_encoder:
+            self.audio_encoder.eval().requires_grad_(False)
+        return self
 
     # ----------------------------------------------------------------- label similarity
     def set_label_similarity(self, matrix: torch.Tensor) -> None:
@@ -247,11 +266,14 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
     ) -> torch.Tensor:
         """Embed the class names with sentence-transformers and store their cosine similarities.
 
-        Names default to `config.visual_label_names` / `config.audio_label_names`, the model to
+        Names default to `config.visual_label_names` / `config.audio_label_names` (else the audio
+        encoder's `id2label` when it holds real names), the model to
         `config.label_embedding_model` (the offline all-MiniLM-L6-v2 package when `None`).
         """
         visual = visual_label_names if visual_label_names is not None else self.config.visual_label_names
         audio = audio_label_names if audio_label_names is not None else self.config.audio_label_names
+        if audio is None and self.config.audio_config is not None:
+            audio = _named_labels(self.config.audio_config)
         if visual is None or audio is None:
             raise ValueError(
                 "visual_label_names and audio_label_names are needed (pass them or set them in the config)"
@@ -263,7 +285,8 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         return matrix
 
     # ----------------------------------------------------------------- input checks
-    def _check_inputs(self, pixel_values, audio_embeds, audio_logits, labels, labeled_frames):
+    @staticmethod
+    def _check_pixel_values(pixel_values) -> None:
         if (
             not isinstance(pixel_values, torch.Tensor)
             or pixel_values.dim() != 5
@@ -277,6 +300,8 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             raise ValueError(f"pixel_values must have shape (batch, frames, 3, height, width), got {shape}")
         if not pixel_values.is_floating_point():
             raise TypeError(f"pixel_values must be a floating point tensor, got {pixel_values.dtype}")
+
+    def _check_inputs(self, pixel_values, audio_embeds, audio_logits, labels, labeled_frames):
         batch, frames = pixel_values.shape[:2]
         config = self.config
         needed = {
@@ -307,6 +332,51 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 f"labeled_frames must have shape (batch, frames) = ({batch}, {frames}), got {tuple(labeled_frames.shape)}"
             )
 
+    # ----------------------------------------------------------------- audio
+    def encode_audio(
+        self, audio_inputs: torch.Tensor, input_name: str, batch: int, frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the audio classifier on one audio input per frame.
+
+        Args:
+            audio_inputs: `(batch, frames, ...)`: VGGish log-mel examples `(B, T, 1, 96, 64)` as
+                `input_features`, or one-second waveforms `(B, T, samples)` as `input_values`
+                (PANNs, BEATs), or whatever the encoder's own feature extractor gives per segment.
+            input_name: `"input_features"` or `"input_values"`.
+
+        Returns:
+            `audio_embeds` `(B, T, audio_embed_dim)` and `audio_logits` `(B, T, num_audio_classes)`.
+        """
+        if self.audio_encoder is None:
+            raise ValueError(
+                f"this C3N has no audio encoder (config.audio_config is None): pass `audio_embeds` "
+                f"({batch}, {frames}, {self.config.audio_embed_dim}) and `audio_logits` "
+                f"({batch}, {frames}, {self.config.num_audio_classes}) instead of `{input_name}`"
+            )
+        if not isinstance(audio_inputs, torch.Tensor) or tuple(audio_inputs.shape[:2]) != (batch, frames):
+            shape = (
+                tuple(audio_inputs.shape)
+                if isinstance(audio_inputs, torch.Tensor)
+                else type(audio_inputs).__name__
+            )
+            raise ValueError(
+                f"{input_name} must start with (batch, frames) = ({batch}, {frames}) to match pixel_values, got {shape}"
+            )
+        expected = self.audio_encoder.main_input_name
+        if input_name != expected:
+            raise ValueError(
+                f"the audio encoder ({self.config.audio_config.model_type}) takes `{expected}`, not `{input_name}`"
+            )
+        flat = audio_inputs.reshape(batch * frames, *audio_inputs.shape[2:])
+        trainable = torch.is_grad_enabled() and not self.config.freeze_audio_encoder
+        with torch.set_grad_enabled(trainable):
+            output = self.audio_encoder(**{input_name: flat}, output_hidden_states=True, return_dict=True)
+        embeddings = getattr(output, "embeddings", None)
+        if embeddings is None:
+            # Plain Transformers classifiers (e.g. the Audio Spectrogram Transformer): mean of the last hidden states.
+            embeddings = output.hidden_states[-1].mean(dim=1)
+        return embeddings.reshape(batch, frames, -1), output.logits.reshape(batch, frames, -1)
+
     # ----------------------------------------------------------------- C3IM + CCAM
     def cognitive_consensus(
         self, visual_logits: torch.Tensor, audio_logits: torch.Tensor | None
@@ -317,7 +387,10 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         visual_logits = visual_logits.detach()
         if self.config.consensus_mode == "visual_only":
             return visual_logits.argmax(dim=-1)
-        audio_confidence = audio_logits.detach().softmax(dim=-1) ** self.config.consensus_audio_exponent
+        audio_scores = audio_logits.detach()
+        if self.config.audio_score_activation == "sigmoid":
+            audio_scores = audio_scores.sigmoid()
+        audio_confidence = audio_scores.softmax(dim=-1) ** self.config.consensus_audio_exponent
         visual_confidence = visual_logits.softmax(dim=-1) ** self.config.consensus_visual_exponent
         weighted = audio_confidence[:, None, :] * self.label_similarity[None] * visual_confidence[:, :, None]
         return weighted.flatten(1).argmax(dim=-1) // weighted.shape[-1]
@@ -371,6 +444,8 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
     def forward(
         self,
         pixel_values: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        input_values: torch.Tensor | None = None,
         audio_embeds: torch.Tensor | None = None,
         audio_logits: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
@@ -378,9 +453,17 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         return_dict: bool | None = None,
     ) -> C3NSegmentationOutput | tuple:
         r"""
+        Audio comes either raw, through the model's audio encoder (`input_features` or
+        `input_values`, needs `config.audio_config`), or precomputed (`audio_embeds` and
+        `audio_logits`), never both.
+
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`):
                 Normalised frames.
+            input_features (`torch.FloatTensor` of shape `(batch_size, num_frames, 1, 96, 64)`, *optional*):
+                VGGish log-mel examples, one per frame, for a VGGish audio encoder.
+            input_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_samples)`, *optional*):
+                One-second 16 kHz waveforms, one per frame, for a PANNs or BEATs audio encoder.
             audio_embeds (`torch.FloatTensor` of shape `(batch_size, num_frames, audio_embed_dim)`):
                 One audio embedding per frame (e.g. VGGish). Not needed when `use_audio_features=False`.
             audio_logits (`torch.FloatTensor` of shape `(batch_size, num_frames, num_audio_classes)`):
@@ -391,6 +474,25 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 Frames that carry a label (all by default; the first frame only in S4 training).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._check_pixel_values(pixel_values)
+        raw_audio = {
+            name: value
+            for name, value in (("input_features", input_features), ("input_values", input_values))
+            if value is not None
+        }
+        if raw_audio:
+            precomputed = [
+                name
+                for name, value in (("audio_embeds", audio_embeds), ("audio_logits", audio_logits))
+                if value is not None
+            ]
+            if len(raw_audio) > 1 or precomputed:
+                raise ValueError(
+                    f"pass raw audio (`input_features` or `input_values`) or precomputed `audio_embeds` and "
+                    f"`audio_logits`, not {sorted(raw_audio) + precomputed}"
+                )
+            ((input_name, audio_inputs),) = raw_audio.items()
+            audio_embeds, audio_logits = self.encode_audio(audio_inputs, input_name, *pixel_values.shape[:2])
         self._check_inputs(pixel_values, audio_embeds, audio_logits, labels, labeled_frames)
         batch, frames, _, height, width = pixel_values.shape
         flat_audio_logits = audio_logits.reshape(batch * frames, -1) if audio_logits is not None else None
