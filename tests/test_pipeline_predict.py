@@ -11,10 +11,15 @@ from PIL import Image
 from transformers import pipeline
 
 import avs_models  # noqa: F401  (registers the task and the Auto classes)
-from avs_models import PCMANetConfig, PCMANetForAudioVisualSegmentation
+from avs_models import (
+    C3NConfig,
+    C3NForAudioVisualSegmentation,
+    PCMANetConfig,
+    PCMANetForAudioVisualSegmentation,
+)
 from avs_models.cli import main as cli_main
 from avs_models.data.avss_classes import avss_palette
-from avs_models.models.backbones import resnet50_backbone_config
+from avs_models.models.backbones import pvt_v2_b5_backbone_config, resnet50_backbone_config
 from avs_models.models.vggish import VGGishFeatureExtractor
 from avs_models.processing import (
     AudioVisualImageProcessor,
@@ -46,6 +51,38 @@ def save_tiny_pcmanet(folder, num_labels: int = 1):
     )
     processor.save_pretrained(folder)
     return model, processor
+
+
+def save_tiny_c3n(folder, audio_config: dict | None, feature_extractor):
+    config = C3NConfig(
+        backbone_config=pvt_v2_b5_backbone_config(
+            depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 1, 1]
+        ),
+        hidden_size=16,
+        head_hidden_sizes=[8, 4],
+        num_visual_classes=6,
+        num_audio_classes=5,
+        audio_embed_dim=8,
+        audio_config=audio_config,
+    )
+    torch.manual_seed(0)
+    model = C3NForAudioVisualSegmentation(config).eval()
+    model.set_label_similarity(torch.rand(6, 5))
+    model.save_pretrained(folder)
+    AudioVisualProcessor(AudioVisualImageProcessor(size=32), feature_extractor, num_frames=2).save_pretrained(
+        folder
+    )
+    return model
+
+
+TINY_VGGISH_AUDIOSET = {
+    "model_type": "vggish",
+    "stage_channels": [[4], [8]],
+    "hidden_sizes": [16],
+    "embedding_size": 8,
+    "classifier_hidden_size": 8,
+    "num_labels": 5,
+}
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +131,25 @@ def test_pipeline_semantic_model_reports_labels(video, tmp_path):
         present = sorted(int(c) for c in np.unique(result["mask"]) if c)
         assert result["labels"] == [f"LABEL_{c}" for c in present]
         assert len(result["scores"]) == len(present) and all(0 < s <= 1 for s in result["scores"])
+
+
+def test_pipeline_runs_c3n_with_its_audio_encoder(video, tmp_path):
+    model = save_tiny_c3n(tmp_path, TINY_VGGISH_AUDIOSET, VGGishFeatureExtractor())
+    results = pipeline("audio-visual-segmentation", model=str(tmp_path))(str(video), show_progress=False)
+    assert [result["time"] for result in results] == pytest.approx([0.5, 1.5, 2.5])
+    inputs = AudioVisualProcessor.from_pretrained(tmp_path)(video)
+    with torch.no_grad():
+        logits = model(pixel_values=inputs["pixel_values"], input_features=inputs["input_features"]).logits
+    masks = AudioVisualProcessor.from_pretrained(tmp_path).post_process_masks(
+        logits, inputs["original_sizes"], inputs["frame_mask"]
+    )
+    assert all(np.array_equal(r["mask"], m) for r, m in zip(results, [m for clip in masks for m in clip]))
+
+
+def test_pipeline_needs_a_model_with_an_audio_encoder(video, tmp_path):
+    save_tiny_c3n(tmp_path, None, VGGishFeatureExtractor())
+    with pytest.raises(ValueError, match="no audio encoder"):
+        pipeline("audio-visual-segmentation", model=str(tmp_path))(str(video), show_progress=False)
 
 
 def test_overlay_colours_and_errors():

@@ -201,18 +201,18 @@ def test_feature_extractor_shapes_and_batching():
     torch.testing.assert_close(batch["input_features"][1, 2:], torch.full((3, 1, 96, 64), SILENCE))
 
 
-def test_num_examples_pads_with_silence_or_trims():
+def test_num_segments_pads_with_silence_or_trims():
     feature_extractor = VGGishFeatureExtractor()
     full = feature_extractor(chirp(5.0), sampling_rate=16000)["input_features"]
-    trimmed = feature_extractor(chirp(5.0), sampling_rate=16000, num_examples=3)["input_features"]
+    trimmed = feature_extractor(chirp(5.0), sampling_rate=16000, num_segments=3)["input_features"]
     np.testing.assert_array_equal(trimmed, full[:3])
-    padded = feature_extractor(chirp(0.5), sampling_rate=16000, num_examples=2)["input_features"]
+    padded = feature_extractor(chirp(0.5), sampling_rate=16000, num_segments=2)["input_features"]
     assert padded.shape == (2, 1, 96, 64)
     np.testing.assert_allclose(padded[1], SILENCE, atol=1e-6)
-    fixed = VGGishFeatureExtractor(num_examples=7)
+    fixed = VGGishFeatureExtractor(num_segments=7)
     assert fixed(chirp(5.0), sampling_rate=16000)["input_features"].shape == (7, 1, 96, 64)
-    with pytest.raises(ValueError, match="num_examples"):
-        feature_extractor(chirp(5.0), sampling_rate=16000, num_examples=0)
+    with pytest.raises(ValueError, match="num_segments"):
+        feature_extractor(chirp(5.0), sampling_rate=16000, num_segments=0)
 
 
 def test_integer_pcm_stereo_and_silence():
@@ -274,13 +274,13 @@ def test_feature_extractor_errors(audio, kwargs, error, match):
 
 
 def test_feature_extractor_round_trip(tmp_path):
-    feature_extractor = VGGishFeatureExtractor(num_examples=5)
+    feature_extractor = VGGishFeatureExtractor(num_segments=5)
     feature_extractor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert saved["feature_extractor_type"] == "VGGishFeatureExtractor" and "mel_filters" not in saved
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vggish"}))
     reloaded = AutoFeatureExtractor.from_pretrained(tmp_path)
-    assert isinstance(reloaded, VGGishFeatureExtractor) and reloaded.num_examples == 5
+    assert isinstance(reloaded, VGGishFeatureExtractor) and reloaded.num_segments == 5
     np.testing.assert_array_equal(
         reloaded(chirp(2.0), sampling_rate=16000)["input_features"],
         feature_extractor(chirp(2.0), sampling_rate=16000)["input_features"],

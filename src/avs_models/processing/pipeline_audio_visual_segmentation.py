@@ -73,10 +73,12 @@ class AudioVisualSegmentationPipeline(Pipeline):
 
     def _forward(self, model_inputs, clip_batch_size: int = 4, show_progress: bool | None = None):
         accepted = inspect.signature(self.model.forward).parameters
-        if "input_features" not in accepted:
+        audio_key = self.processor.feature_extractor.model_input_names[0]
+        if audio_key not in accepted or getattr(self.model, "audio_encoder", None) is None:
             raise ValueError(
-                f"{type(self.model).__name__} does not take `input_features` (log-mel audio); the "
-                f"{PIPELINE_TASK} pipeline needs a model that embeds its audio itself, such as PCMANet"
+                f"{type(self.model).__name__} has no audio encoder taking `{audio_key}`: the {PIPELINE_TASK} "
+                "pipeline needs a model that embeds its audio itself (config.audio_config set, e.g. a "
+                "converted checkpoint with --vggish-dir / --audio-encoder-dir)"
             )
         num_clips = len(model_inputs["pixel_values"])
         starts = range(0, num_clips, clip_batch_size)
@@ -86,7 +88,7 @@ class AudioVisualSegmentationPipeline(Pipeline):
         for start in tqdm(starts, desc="clips", unit="batch", disable=not show_progress):
             batch = {
                 "pixel_values": model_inputs["pixel_values"][start : start + clip_batch_size],
-                "input_features": model_inputs["input_features"][start : start + clip_batch_size],
+                audio_key: model_inputs[audio_key][start : start + clip_batch_size],
             }
             if "frame_mask" in accepted:
                 batch["frame_mask"] = model_inputs["frame_mask"][start : start + clip_batch_size]

@@ -1,4 +1,4 @@
-"""`AudioVisualProcessor`: a video (or frames + audio) -> clips of T frames paired with T one-second audio examples."""
+"""`AudioVisualProcessor`: a video (or frames + audio) -> clips of T frames paired with T one-second audio inputs."""
 
 from __future__ import annotations
 
@@ -16,16 +16,19 @@ from .video_io import DecodedClip, read_audio_file, read_frame_folder, read_vide
 
 
 class AudioVisualProcessor(ProcessorMixin):
-    r"""Pairs video frames with VGGish audio examples, clip by clip, and turns model logits back into masks.
+    r"""Pairs video frames with one-second audio inputs, clip by clip, and turns model logits back into masks.
 
     A clip is `num_frames` consecutive seconds: one frame per second (the frame on screen just
-    before `k + frame_time` seconds; 1.0 = the end of each second, as AVSBench) and the log-mel
-    example of that second's audio. Longer inputs are split into consecutive clips; the last,
+    before `k + frame_time` seconds; 1.0 = the end of each second, as AVSBench) and the audio
+    input of that second, made by the feature extractor of the model's audio encoder (a VGGish
+    log-mel example as `input_features`, or a 16 kHz waveform segment as `input_values` for
+    PANNs and BEATs). Longer inputs are split into consecutive clips; the last,
     shorter one is padded (zero pixels, silent audio, `frame_mask` 0) or dropped.
 
     Args:
         image_processor ([`AudioVisualImageProcessor`]): resizes and normalises frames.
-        feature_extractor ([`VGGishFeatureExtractor`]): computes the log-mel examples.
+        feature_extractor ([`VGGishFeatureExtractor`], [`PannsFeatureExtractor`] or
+            [`BeatsFeatureExtractor`]): computes one audio input per second.
         num_frames (`int`, defaults to 5): frames (seconds) per clip, T.
         frame_time (`float`, defaults to 1.0): where in each second the frame is taken, in (0, 1].
         pad_last_clip (`bool`, defaults to `True`): pad the last incomplete clip, or drop it.
@@ -80,7 +83,9 @@ class AudioVisualProcessor(ProcessorMixin):
 
         Returns:
             `BatchFeature` with, for C clips of T = `num_frames`:
-            `pixel_values` `[C, T, 3, H, W]`, `input_features` `[C, T, 1, 96, 64]`,
+            `pixel_values` `[C, T, 3, H, W]`, the audio under the feature extractor's input name
+            (`input_features` `[C, T, 1, 96, 64]` for VGGish, `input_values` `[C, T, 16000]`
+            for PANNs and BEATs),
             `frame_mask` `[C, T]` (1 real frame, 0 padding), `original_sizes` `[C, T, 2]`
             (height, width of each frame) and `frame_times` `[C, T]` (seconds; -1 for padding).
         """
@@ -163,14 +168,15 @@ class AudioVisualProcessor(ProcessorMixin):
         frame_mask = (torch.arange(num_clips * clip_length) < real).long()
 
         samples_per_clip = clip_length * clip.sampling_rate
-        input_features = torch.stack(
+        audio_key = self.feature_extractor.model_input_names[0]
+        audio_inputs = torch.stack(
             [
                 torch.from_numpy(
                     self.feature_extractor(
                         self._clip_audio(clip.waveform, index * samples_per_clip, samples_per_clip),
                         sampling_rate=clip.sampling_rate,
-                        num_examples=clip_length,
-                    )["input_features"]
+                        num_segments=clip_length,
+                    )[audio_key]
                 )
                 for index in range(num_clips)
             ]
@@ -179,7 +185,7 @@ class AudioVisualProcessor(ProcessorMixin):
         return BatchFeature(
             {
                 "pixel_values": pixel_values.reshape(*shape, 3, height, width),
-                "input_features": input_features,
+                audio_key: audio_inputs,
                 "frame_mask": frame_mask.reshape(shape),
                 "original_sizes": original_sizes.reshape(*shape, 2),
                 "frame_times": frame_times.reshape(shape),

@@ -3,7 +3,7 @@ BEATs audio width) to a `C3NForAudioVisualSegmentation` folder.
 
     python -m avs_models.models.c3n.convert_c3n_original_to_hf \
         --checkpoint C3N_PVT_vggish_s4.pth --output-dir c3n-pvtv2b5-vggish-s4 \
-        --similarity-matrix similarity_matrix.h5
+        --similarity-matrix similarity_matrix.h5 --audio-encoder-dir vggish-audioset
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForAudioClassification
 
 from ..backbones import (
     convert_official_pvt_v2_state_dict,
@@ -22,6 +23,7 @@ from ..backbones import (
     pvt_v2_b5_backbone_config,
     swin_base_backbone_config,
 )
+from ..panns.configuration_panns import PannsConfig
 from .configuration_c3n import C3NConfig
 from .label_similarity import load_official_similarity_matrix
 from .modeling_c3n import C3NForAudioVisualSegmentation
@@ -157,10 +159,27 @@ def _warn_on_nonstandard_swin_indices(official: dict[str, torch.Tensor], model) 
 
 
 def load_converted_model(
-    official: dict[str, torch.Tensor], similarity_matrix: torch.Tensor | None = None
+    official: dict[str, torch.Tensor],
+    similarity_matrix: torch.Tensor | None = None,
+    audio_encoder_dir: str | Path | None = None,
 ) -> C3NForAudioVisualSegmentation:
-    """Build the model, load the converted weights (every key must match) and the similarity matrix."""
+    """Build the model, load the converted weights (every key must match) and the similarity matrix.
+
+    The official models take audio embeddings and logits; with `audio_encoder_dir` (a converted
+    VGGish-with-AudioSet-head, PANNs or BEATs folder) the model computes them from raw audio.
+    """
     config, converted = convert_c3n_state_dict(official)
+    audio_encoder = (
+        AutoModelForAudioClassification.from_pretrained(audio_encoder_dir) if audio_encoder_dir else None
+    )
+    if audio_encoder is not None:
+        config.audio_config = audio_encoder.config
+        # C3N_panns fed Cnn14's sigmoid outputs (clipwise_output) to the consensus.
+        config.audio_score_activation = (
+            "sigmoid" if audio_encoder.config.model_type == PannsConfig.model_type else "none"
+        )
+        config._check_audio_config()
+        converted.update({f"audio_encoder.{k}": v for k, v in audio_encoder.state_dict().items()})
     model = C3NForAudioVisualSegmentation(config)
     expected = model.state_dict()
     # Transformers' Swin keeps a final classification norm that the backbone never applies.
@@ -189,6 +208,11 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="official similarity_matrix.h5 (ImageNet x AudioSet) to store in the model",
     )
+    parser.add_argument(
+        "--audio-encoder-dir",
+        type=Path,
+        help="converted audio classifier folder (VGGish with AudioSet head, PANNs or BEATs) to embed in the model",
+    )
     args = parser.parse_args(argv)
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
@@ -196,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(official, dict) and "state_dict" in official:
         official = official["state_dict"]
     similarity = load_official_similarity_matrix(args.similarity_matrix) if args.similarity_matrix else None
-    model = load_converted_model(official, similarity)
+    model = load_converted_model(official, similarity, args.audio_encoder_dir)
     model.save_pretrained(args.output_dir)
     print(f"saved {type(model).__name__} ({model.config.backbone_config.model_type}) to {args.output_dir}")
 

@@ -118,7 +118,7 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         log_offset (`float`, defaults to 0.01): added to the mel energies before the log.
         example_length (`int`, defaults to 96): frames per example.
         example_hop (`int`, defaults to 96): frames between the starts of two examples.
-        num_examples (`int`, *optional*): when set, every clip gives exactly this many examples:
+        num_segments (`int`, *optional*): when set, every clip gives exactly this many examples:
             the waveform is padded with silence or trimmed to the needed length.
         padding_value (`float`, *optional*): value of padded examples in a batch; defaults to
             `log(log_offset)`, the log-mel value of silence.
@@ -138,7 +138,7 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         log_offset: float = 0.01,
         example_length: int = 96,
         example_hop: int = 96,
-        num_examples: int | None = None,
+        num_segments: int | None = None,
         padding_value: float | None = None,
         return_attention_mask: bool = False,
         **kwargs,
@@ -162,7 +162,7 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         self.log_offset = log_offset
         self.example_length = example_length
         self.example_hop = example_hop
-        self.num_examples = self._validated_num_examples(num_examples)
+        self.num_segments = self._validated_num_segments(num_segments)
         # Not serialised (FeatureExtractionMixin.to_dict drops `window` and `mel_filters`).
         self.window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(window_length) / window_length)
         self.mel_filters = htk_mel_weights(
@@ -170,25 +170,25 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         )
 
     @staticmethod
-    def _validated_num_examples(num_examples) -> int | None:
-        if num_examples is None:
+    def _validated_num_segments(num_segments) -> int | None:
+        if num_segments is None:
             return None
         if (
-            isinstance(num_examples, bool)
-            or not isinstance(num_examples, numbers.Integral)
-            or num_examples < 1
+            isinstance(num_segments, bool)
+            or not isinstance(num_segments, numbers.Integral)
+            or num_segments < 1
         ):
-            raise ValueError(f"`num_examples` must be a positive integer or None, got {num_examples!r}")
-        return int(num_examples)
+            raise ValueError(f"`num_segments` must be a positive integer or None, got {num_segments!r}")
+        return int(num_segments)
 
     @property
     def min_num_samples(self) -> int:
         """Samples needed for one example (15600 = 0.975 s at 16 kHz)."""
         return self.samples_for_examples(1)
 
-    def samples_for_examples(self, num_examples: int) -> int:
-        """Smallest waveform length (in samples at `sampling_rate`) that gives `num_examples` examples."""
-        num_frames = self.example_hop * (num_examples - 1) + self.example_length
+    def samples_for_examples(self, num_segments: int) -> int:
+        """Smallest waveform length (in samples at `sampling_rate`) that gives `num_segments` examples."""
+        num_frames = self.example_hop * (num_segments - 1) + self.example_length
         return self.window_length + self.hop_length * (num_frames - 1)
 
     def log_mel_spectrogram(self, waveform: np.ndarray) -> np.ndarray:
@@ -197,16 +197,16 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         magnitudes = np.abs(np.fft.rfft(frames * self.window, n=self.fft_length))
         return np.log(magnitudes @ self.mel_filters + self.log_offset)
 
-    def waveform_to_examples(self, waveform: np.ndarray, num_examples: int | None = None) -> np.ndarray:
+    def waveform_to_examples(self, waveform: np.ndarray, num_segments: int | None = None) -> np.ndarray:
         """Mono float64 waveform at `sampling_rate` -> `[T, 1, example_length, feature_size]` float32."""
-        if num_examples is not None:
-            needed = self.samples_for_examples(num_examples)
+        if num_segments is not None:
+            needed = self.samples_for_examples(num_segments)
             waveform = np.pad(waveform[:needed], (0, max(0, needed - len(waveform))))
         elif len(waveform) < self.min_num_samples:
             raise ValueError(
                 f"`raw_audio` is too short: {len(waveform)} samples at {self.sampling_rate} Hz, but one VGGish "
                 f"example needs at least {self.min_num_samples} samples "
-                f"({self.min_num_samples / self.sampling_rate:.3f} s); pass `num_examples` to pad with silence"
+                f"({self.min_num_samples / self.sampling_rate:.3f} s); pass `num_segments` to pad with silence"
             )
         log_mel = self.log_mel_spectrogram(waveform)
         windows = np.lib.stride_tricks.sliding_window_view(log_mel, self.example_length, axis=0)[
@@ -218,7 +218,7 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         self,
         raw_audio,
         sampling_rate: int | None = None,
-        num_examples: int | None = None,
+        num_segments: int | None = None,
         return_attention_mask: bool | None = None,
         return_tensors: str | TensorType | None = None,
         **kwargs,
@@ -231,7 +231,7 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
                 float samples in [-1, 1] or integer PCM. A list of clips makes a batch.
             sampling_rate (`int`): rate of `raw_audio` in Hz; required. Other rates than
                 `self.sampling_rate` are resampled (see the class docstring).
-            num_examples (`int`, *optional*): overrides `self.num_examples` (fixed T per clip).
+            num_segments (`int`, *optional*): overrides `self.num_segments` (fixed T per clip).
             return_attention_mask (`bool`, *optional*): for a single clip, also return an all-ones
                 `attention_mask` `[T]`. A batch always returns `attention_mask`.
             return_tensors (`str`, *optional*): `"pt"` or `"np"`.
@@ -244,8 +244,8 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         if kwargs:
             raise TypeError(f"unexpected keyword arguments for {type(self).__name__}: {sorted(kwargs)}")
         source_rate = validate_sampling_rate(sampling_rate)
-        num_examples = self._validated_num_examples(
-            num_examples if num_examples is not None else self.num_examples
+        num_segments = self._validated_num_segments(
+            num_segments if num_segments is not None else self.num_segments
         )
         is_batch = (
             isinstance(raw_audio, (list, tuple))
@@ -254,7 +254,7 @@ class VGGishFeatureExtractor(SequenceFeatureExtractor):
         )
         clips = list(raw_audio) if is_batch else [raw_audio]
         examples = [
-            self.waveform_to_examples(self.resample(to_mono_float_waveform(clip), source_rate), num_examples)
+            self.waveform_to_examples(self.resample(to_mono_float_waveform(clip), source_rate), num_segments)
             for clip in clips
         ]
         if not is_batch:
