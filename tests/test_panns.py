@@ -303,7 +303,7 @@ def test_conversion_errors(tiny_checkpoint, tmp_path):
     without_mel = {key: value for key, value in state_dict.items() if key != MEL_FILTERS}
     with pytest.raises(ValueError, match=r"missing key.*logmel_extractor\.melW"):
         convert_panns_checkpoint(save(without_mel, "no_mel.pth"), tmp_path / "out")
-    with pytest.raises(ValueError, match="mel filters differ.*fmax=7000"):
+    with pytest.raises(ValueError, match="mel filters differ.*fmax=7000.0: pass the sample rate"):
         convert_panns_checkpoint(checkpoint, tmp_path / "out", fmax=7000.0)
     with pytest.raises(ValueError, match="STFT kernels differ"):
         convert_panns_checkpoint(

@@ -113,6 +113,11 @@ def config_from_state_dict(
     return PannsConfig(**config_kwargs)
 
 
+def _stft_kernels(state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The two STFT convolutions as our single kernel buffer: real rows, then imaginary rows."""
+    return torch.cat([_required(state_dict, _STFT_REAL_KEY), _required(state_dict, _STFT_IMAGINARY_KEY)])
+
+
 def check_front_end(state_dict: Mapping[str, torch.Tensor], config: PannsConfig) -> None:
     """Check that the checkpoint's STFT kernels and mel filters are the ones `config` describes."""
     expected_kernels = torch.from_numpy(hann_dft_kernels(config.window_size)).float()
@@ -121,18 +126,21 @@ def check_front_end(state_dict: Mapping[str, torch.Tensor], config: PannsConfig)
             config.sample_rate, config.window_size, config.num_mel_bins, config.fmin, config.fmax
         )
     ).float()
-    for name, found, expected, parameters in (
+    for name, found, expected, hint in (
         (
             "STFT kernels",
             _stft_kernels(state_dict),
             expected_kernels,
-            f"a periodic Hann window of {config.window_size}",
+            f"a periodic Hann window of {config.window_size} samples: this is not a Cnn14 STFT",
         ),
         (
             "mel filters",
             state_dict[_MEL_FILTERS_KEY],
             expected_mel_filters,
-            f"sample_rate={config.sample_rate}, fmin={config.fmin}, fmax={config.fmax}",
+            (
+                f"sample_rate={config.sample_rate}, fmin={config.fmin}, fmax={config.fmax}: pass the sample "
+                "rate and mel band edges the checkpoint was trained with"
+            ),
         ),
     ):
         if found.shape != expected.shape:
@@ -142,8 +150,7 @@ def check_front_end(state_dict: Mapping[str, torch.Tensor], config: PannsConfig)
         difference = (found.float() - expected).abs().max().item()
         if difference > _FRONT_END_TOLERANCE * expected.abs().max().item():
             raise ValueError(
-                f"the checkpoint's {name} differ from those of {parameters} (max abs difference {difference:.3g}): "
-                "pass the sample rate and mel band edges the checkpoint was trained with"
+                f"the checkpoint's {name} differ (max abs difference {difference:.3g}) from those of {hint}"
             )
 
 
@@ -155,11 +162,6 @@ def original_key_prefixes(config: PannsConfig) -> dict[str, str]:
             prefixes[f"conv_block{index + 1}.conv{layer}."] = f"conv_blocks.{index}.conv{layer}."
             prefixes[f"conv_block{index + 1}.bn{layer}."] = f"conv_blocks.{index}.norm{layer}."
     return prefixes
-
-
-def _stft_kernels(state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The two STFT convolutions as our single kernel buffer: real rows, then imaginary rows."""
-    return torch.cat([_required(state_dict, _STFT_REAL_KEY), _required(state_dict, _STFT_IMAGINARY_KEY)])
 
 
 def convert_panns_state_dict(
