@@ -405,3 +405,22 @@ def test_audio_config_must_match_the_audio_widths():
         tiny_config(audio_config=VGGishConfig(**{**TINY_VGGISH, "num_labels": NUM_AUDIO + 1}))
     with pytest.raises(ValueError, match="audio_score_activation"):
         tiny_config(audio_score_activation="softmax")
+
+
+def test_padded_frames_do_not_change_the_real_frames():
+    model = tiny_model()
+    inputs = tiny_inputs(batch=2, frames=3)
+    padded = {key: value.clone() for key, value in inputs.items()}
+    for key in padded:
+        padded[key][:, 2] = 0  # the processor pads with zero pixels
+    frame_mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+    with torch.no_grad():
+        with_padding = model(**padded, frame_mask=frame_mask).logits[:, :2]
+        without = model(**{key: value[:, :2] for key, value in inputs.items()}).logits
+    torch.testing.assert_close(with_padding, without, rtol=1e-5, atol=1e-5)
+    labels = (torch.rand(2, 3, 64, 64) > 0.5).float()
+    loss_padded = model(**padded, frame_mask=frame_mask, labels=labels).loss
+    loss_real = model(**{key: value[:, :2] for key, value in inputs.items()}, labels=labels[:, :2]).loss
+    torch.testing.assert_close(loss_padded, loss_real, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="frame_mask"):
+        model(**inputs, frame_mask=torch.ones(2, 4))

@@ -97,7 +97,8 @@ class C3NAudioVisualNonLocal(nn.Module):
     official code) and values from the visual tokens; the attention is a dot product divided by the
     number of positions. Because the attention has no softmax, `(Q K^T) V / N` is computed as
     `Q (K^T V) / N`, and audio keys that repeat over space are summed per frame first: the same
-    result without the `(THW)^2` matrix.
+    result without the `(THW)^2` matrix. Padded frames (`frame_mask` 0) give no keys or values
+    and are not counted in N.
     """
 
     def __init__(self, channels: int, audio_dim: int, layer_norm_eps: float = 1e-5):
@@ -111,13 +112,21 @@ class C3NAudioVisualNonLocal(nn.Module):
         self.output_norm = nn.BatchNorm1d(channels)
         self.layer_norm = nn.LayerNorm(channels, eps=layer_norm_eps)
 
-    def forward(self, features: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
-        """features: `(B, T, C, H, W)`; audio: `(B, T, audio_dim)` or `None` (visual self-attention)."""
+    def forward(
+        self, features: torch.Tensor, audio: torch.Tensor | None, frame_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """features: `(B, T, C, H, W)`; audio: `(B, T, audio_dim)` or `None` (visual self-attention);
+        frame_mask: `(B, T)`, 1 for real frames, or `None` (all real)."""
         batch, frames, channels, height, width = features.shape
         tokens = features.permute(0, 1, 3, 4, 2).reshape(batch, frames * height * width, channels)
-        num_positions = tokens.shape[1]
         queries = self.query(tokens)
         values = self.value(tokens)
+        if frame_mask is None:
+            num_positions = tokens.shape[1]
+        else:
+            real = frame_mask.to(values.dtype)
+            values = values * real.repeat_interleave(height * width, dim=1)[:, :, None]
+            num_positions = (real.sum(dim=1) * height * width).clamp(min=1)[:, None, None]
         if audio is None:
             context = self.key(tokens).transpose(1, 2) @ values
         else:
@@ -301,7 +310,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         if not pixel_values.is_floating_point():
             raise TypeError(f"pixel_values must be a floating point tensor, got {pixel_values.dtype}")
 
-    def _check_inputs(self, pixel_values, audio_embeds, audio_logits, labels, labeled_frames):
+    def _check_inputs(self, pixel_values, audio_embeds, audio_logits, labels, labeled_frames, frame_mask):
         batch, frames = pixel_values.shape[:2]
         config = self.config
         needed = {
@@ -327,10 +336,11 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 f"labels must have shape (batch, frames, height, width) = "
                 f"{(batch, frames, *pixel_values.shape[3:])}, got {tuple(labels.shape)}"
             )
-        if labeled_frames is not None and tuple(labeled_frames.shape) != (batch, frames):
-            raise ValueError(
-                f"labeled_frames must have shape (batch, frames) = ({batch}, {frames}), got {tuple(labeled_frames.shape)}"
-            )
+        for name, mask in (("labeled_frames", labeled_frames), ("frame_mask", frame_mask)):
+            if mask is not None and tuple(mask.shape) != (batch, frames):
+                raise ValueError(
+                    f"{name} must have shape (batch, frames) = ({batch}, {frames}), got {tuple(mask.shape)}"
+                )
 
     # ----------------------------------------------------------------- audio
     def encode_audio(
@@ -450,6 +460,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         audio_logits: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         labeled_frames: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> C3NSegmentationOutput | tuple:
         r"""
@@ -472,6 +483,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 Binary ground-truth masks; gives `loss` (BCE + Dice).
             labeled_frames (`torch.BoolTensor` of shape `(batch_size, num_frames)`, *optional*):
                 Frames that carry a label (all by default; the first frame only in S4 training).
+            frame_mask (`torch.Tensor` of shape `(batch_size, num_frames)`, *optional*):
+                1 for real frames, 0 for padding (e.g. the last clip of a video): padded frames are
+                left out of the non-local fusion's keys and values and of the loss.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_pixel_values(pixel_values)
@@ -493,8 +507,11 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 )
             ((input_name, audio_inputs),) = raw_audio.items()
             audio_embeds, audio_logits = self.encode_audio(audio_inputs, input_name, *pixel_values.shape[:2])
-        self._check_inputs(pixel_values, audio_embeds, audio_logits, labels, labeled_frames)
+        self._check_inputs(pixel_values, audio_embeds, audio_logits, labels, labeled_frames, frame_mask)
         batch, frames, _, height, width = pixel_values.shape
+        if frame_mask is not None:
+            frame_mask = frame_mask.bool()
+            labeled_frames = frame_mask if labeled_frames is None else labeled_frames.bool() & frame_mask
         flat_audio_logits = audio_logits.reshape(batch * frames, -1) if audio_logits is not None else None
         compute_ccam = self.config.consensus_mode != "none"
         # CCAM needs gradients even under torch.no_grad(); the graph is kept only when the caller records one.
@@ -509,7 +526,11 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         if not keep_graph:
             stage_features = [features.detach() for features in stage_features]
         logits = self._decode(
-            stage_features, audio_embeds if self.config.use_audio_features else None, batch, frames
+            stage_features,
+            audio_embeds if self.config.use_audio_features else None,
+            frame_mask,
+            batch,
+            frames,
         )
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
@@ -527,12 +548,12 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _decode(self, stage_features, audio_embeds, batch: int, frames: int) -> torch.Tensor:
+    def _decode(self, stage_features, audio_embeds, frame_mask, batch: int, frames: int) -> torch.Tensor:
         fused = []
         for features, aspp, fusion in zip(stage_features, self.aspp, self.fusion):
             features = aspp(features)
             clip = features.view(batch, frames, *features.shape[1:])
-            fused.append(fusion(clip, audio_embeds).reshape(features.shape))
+            fused.append(fusion(clip, audio_embeds, frame_mask).reshape(features.shape))
         decoded = None
         for stage in reversed(range(4)):
             target = fused[stage - 1].shape[-2:] if stage > 0 else tuple(2 * s for s in fused[0].shape[-2:])
