@@ -12,8 +12,9 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny_training import TINY_MODEL
+from tiny_training import TINY_C3N, TINY_MODEL
 
+from avs_models import AutoModelForAudioVisualSegmentation, C3NForAudioVisualSegmentation
 from avs_models.cli import main
 from avs_models.data import AVSBenchCollator, export_avsbench, make_synthetic_avsbench
 from avs_models.processing import AudioVisualProcessor
@@ -62,6 +63,8 @@ def test_presets_load_with_paper_settings(preset):
     assert (config.batch_size, config.num_epochs) == expected
     assert config.optimizer == {"name": "adam", "learning_rate": 1e-4}
     assert (config.augmentation is not None) == preset.startswith("c3n")
+    if preset.startswith("c3n"):
+        assert config.model["config"]["audio_config"]["model_type"] == "vggish"
 
 
 def test_overrides_and_config_errors(tmp_path):
@@ -199,6 +202,25 @@ def test_cli_train_in_process_with_a_json_config(tmp_path, data_dir):
     assert state["global_step"] == 2 and state["best_miou"] is None
     assert (output / "checkpoints" / "latest").read_text() == "epoch-1"
     assert not (output / "best").exists() and (output / "final" / "model.safetensors").is_file()
+
+
+def test_c3n_trains_with_its_frozen_audio_encoder_and_saves_a_usable_model(tmp_path, data_dir):
+    config = load_training_config(
+        str(write_tiny_config(tmp_path, model=TINY_C3N, num_epochs=1, batch_size=2)),
+        [f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}", "validation_split=test"],
+    )
+    trainer = Trainer(config)
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    state = trainer.train()
+    assert state["best_miou"] is not None
+    final = AutoModelForAudioVisualSegmentation.from_pretrained(tmp_path / "out" / "final")
+    assert isinstance(final, C3NForAudioVisualSegmentation)
+    trained = final.state_dict()
+    frozen = [k for k in initial if k.startswith(("audio_encoder.", "visual_classifier."))]
+    assert frozen and all(torch.equal(trained[k], initial[k]) for k in frozen)
+    assert not torch.equal(trained["head.classifier.weight"], initial["head.classifier.weight"])
+    processor = AudioVisualProcessor.from_pretrained(tmp_path / "out" / "final")
+    assert processor.feature_extractor.model_input_names == ["input_features"]
 
 
 def test_exported_dataset_reads_like_the_official_layout(tmp_path, data_dir):

@@ -1,4 +1,4 @@
-"""A tiny PCMANet (ResNet and VGGish shrunk) for training, evaluation and demo tests."""
+"""Tiny PCMANet and C3N configs (backbones and VGGish shrunk) for training, evaluation and demo tests."""
 
 TINY_MODEL = {
     "model_type": "pcmanet",
@@ -22,5 +22,31 @@ TINY_MODEL = {
         "qsca_num_heads": 2,
         "qsca_head_dim": 8,
         "qsca_pool_sizes": [8, 4, 2, 2],
+    },
+}
+
+TINY_C3N = {
+    "model_type": "c3n",
+    "config": {
+        "backbone_config": {
+            "model_type": "pvt_v2",
+            "depths": [1, 1, 1, 1],
+            "hidden_sizes": [8, 16, 24, 32],
+            "num_attention_heads": [1, 1, 1, 1],
+            "out_features": ["stage1", "stage2", "stage3", "stage4"],
+        },
+        "audio_config": {
+            "model_type": "vggish",
+            "stage_channels": [[4], [4], [8, 8], [8, 8]],
+            "hidden_sizes": [16],
+            "embedding_size": 8,
+            "classifier_hidden_size": 8,
+            "num_labels": 5,
+        },
+        "hidden_size": 16,
+        "head_hidden_sizes": [8, 4],
+        "num_visual_classes": 6,
+        "num_audio_classes": 5,
+        "audio_embed_dim": 8,
     },
 }

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from avs_models.data import AVSBenchCollator, decode_wav
 from avs_models.data.transforms import to_pil
 from avs_models.metrics import BinaryMaskMetric
+from avs_models.processing import audio_feature_extractor_for
 from avs_models.training.trainer import (
     MODEL_INPUTS,
     AVSBenchSplit,
@@ -103,7 +104,11 @@ def evaluate_split(
         frame_noise_std=frame_noise_std,
     )
     loader = DataLoader(
-        dataset, batch_size=batch_size, collate_fn=_WithVideoInfo(AVSBenchCollator(subset, image_size))
+        dataset,
+        batch_size=batch_size,
+        collate_fn=_WithVideoInfo(
+            AVSBenchCollator(subset, image_size, feature_extractor=audio_feature_extractor_for(model.config))
+        ),
     )
     prepared_model, loader = accelerator.prepare(model, loader)
     metric = make_metric(subset, model, definition)

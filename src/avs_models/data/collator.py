@@ -4,7 +4,9 @@ Works on examples from `datasets.load_dataset` of an export (PIL images) and str
 `AVSBenchReader` (image dicts). A batch holds:
 
 - `pixel_values` `[B, T, 3, H, W]`: frames resized to `image_size`, ImageNet-normalised
-- `input_features` `[B, T, 1, 96, 64]`: VGGish log-mel examples, one per second of audio
+- the audio, one input per second, under the feature extractor's input name: `input_features`
+  `[B, T, 1, 96, 64]` (VGGish log-mel examples, the default) or `input_values` `[B, T, 16000]`
+  (PANNs, BEATs)
 - `labels` `[B, T, H, W]`: float {0, 1} for S4/MS3, long class ids for AVSS (0 where no ground truth)
 - `labeled_frames` `[B, T]` bool: frames that have ground truth
 - `frame_mask` `[B, T]` bool: real (not padded) frames; AVSS clips are padded to 10 frames
@@ -38,8 +40,9 @@ class AVSBenchCollator:
     Args:
         subset: "s4", "ms3" or "avss" (decides label dtype and padding).
         image_size: output frame and label size (int or (height, width)).
-        feature_extractor: callable `fe(waveform, sampling_rate=..., return_tensors="pt")` whose
-            `["input_features"]` is `[T, 1, 96, 64]`; defaults to `VGGishFeatureExtractor()`.
+        feature_extractor: the audio encoder's feature extractor, giving one input per second
+            under `model_input_names[0]` (see `audio_feature_extractor_for`); defaults to
+            `VGGishFeatureExtractor()`.
         augmentation: e.g. `TrainAugmentation()` for training; None for evaluation.
         seed: seeds the augmentation's random draws.
         num_frames: frames per clip in the batch; defaults to 10 for AVSS and 5 otherwise.
@@ -102,7 +105,7 @@ class AVSBenchCollator:
         padding = self.num_frames - count
         return {
             "pixel_values": _pad(normalize(frames, self.mean, self.std), padding),
-            "input_features": _pad(features, padding),
+            self.feature_extractor.model_input_names[0]: _pad(features, padding),
             "labels": _pad(labels, padding),
             "labeled_frames": _pad(labeled, padding),
             "frame_mask": _pad(torch.ones(count, dtype=torch.bool), padding),
@@ -111,14 +114,16 @@ class AVSBenchCollator:
     def _audio_features(self, audio, count: int, video: str) -> torch.Tensor:
         waveform, sampling_rate = decode_wav(audio)
         features = self.feature_extractor(waveform, sampling_rate=sampling_rate, return_tensors="pt")[
-            "input_features"
+            self.feature_extractor.model_input_names[0]
         ]
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.shape[0] == 0:
             raise ValueError(f"video {video!r}: the audio is shorter than one second")
         # Clips whose audio is a little short repeat their last second, as the official preprocessing does.
         if features.shape[0] < count:
-            features = torch.cat([features, features[-1:].expand(count - features.shape[0], -1, -1, -1)])
+            features = torch.cat(
+                [features, features[-1:].expand(count - features.shape[0], *features.shape[1:])]
+            )
         return features[:count]
 
 

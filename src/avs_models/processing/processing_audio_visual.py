@@ -8,11 +8,31 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import BatchFeature
+from transformers import BatchFeature, PreTrainedConfig
+from transformers.feature_extraction_utils import FeatureExtractionMixin
+from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING
 from transformers.processing_utils import ProcessorMixin
 
-from ..models.vggish.feature_extraction_vggish import to_mono_float_waveform, validate_sampling_rate
+from ..models.vggish.feature_extraction_vggish import (
+    VGGishFeatureExtractor,
+    to_mono_float_waveform,
+    validate_sampling_rate,
+)
 from .video_io import DecodedClip, read_audio_file, read_frame_folder, read_video
+
+
+def audio_feature_extractor_for(config: PreTrainedConfig) -> FeatureExtractionMixin:
+    """A default feature extractor for a segmentation model's audio encoder (`config.audio_config`):
+    the one registered with `AutoFeatureExtractor` for its config class, VGGish's when it has none."""
+    audio_config = getattr(config, "audio_config", None)
+    if audio_config is None:
+        return VGGishFeatureExtractor()
+    if type(audio_config) not in FEATURE_EXTRACTOR_MAPPING:
+        raise ValueError(
+            f"no feature extractor is registered for the audio encoder {audio_config.model_type!r}: "
+            "pass one to AudioVisualProcessor / AVSBenchCollator yourself"
+        )
+    return FEATURE_EXTRACTOR_MAPPING[type(audio_config)]()
 
 
 class AudioVisualProcessor(ProcessorMixin):
@@ -250,4 +270,4 @@ class AudioVisualProcessor(ProcessorMixin):
         return masks
 
 
-__all__ = ["AudioVisualProcessor"]
+__all__ = ["AudioVisualProcessor", "audio_feature_extractor_for"]

@@ -29,8 +29,7 @@ from transformers import AutoConfig
 from avs_models.data import AVSBenchCollator, AVSBenchReader, TrainAugmentation
 from avs_models.metrics import BinaryMaskMetric, SemanticSegmentationMetric
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
-from avs_models.models.vggish import VGGishFeatureExtractor
-from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor
+from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor, audio_feature_extractor_for
 
 from .config import TrainingConfig
 
@@ -151,7 +150,7 @@ def make_metric(subset: str, model, definition: str = "official"):
     return BinaryMaskMetric(definition)
 
 
-MODEL_INPUTS = ("pixel_values", "input_features", "audio_embeds", "frame_mask")
+MODEL_INPUTS = ("pixel_values", "input_features", "input_values", "audio_embeds", "frame_mask")
 
 
 @torch.no_grad()
@@ -204,16 +203,25 @@ class Trainer:
         self.model = build_model(config)
         self.optimizer = build_optimizer(config, self.model)
         augmentation = TrainAugmentation(**config.augmentation) if config.augmentation else None
+        feature_extractor = audio_feature_extractor_for(self.model.config)
         self.train_collator = _PerBatchSeededCollator(
-            AVSBenchCollator(config.subset, config.image_size, augmentation=augmentation, seed=config.seed),
+            AVSBenchCollator(
+                config.subset,
+                config.image_size,
+                feature_extractor=feature_extractor,
+                augmentation=augmentation,
+                seed=config.seed,
+            ),
             config.seed,
             self.accelerator.process_index,
         )
-        eval_collator = AVSBenchCollator(config.subset, config.image_size)
+        eval_collator = AVSBenchCollator(
+            config.subset, config.image_size, feature_extractor=feature_extractor
+        )
         # Saved next to the model, so that the pipeline prepares inputs as in training.
         self.processor = AudioVisualProcessor(
             AudioVisualImageProcessor(size=config.image_size),
-            VGGishFeatureExtractor(),
+            feature_extractor,
             num_frames=eval_collator.num_frames,
         )
         self.train_set = AVSBenchSplit(config.data_dir, config.subset, "train")
