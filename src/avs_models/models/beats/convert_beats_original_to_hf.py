@@ -33,7 +33,9 @@ ORIGINAL_KEY_PATTERNS = [
     (r"^patch_embedding\.", "patch_embedding.convolution."),
     (r"^layer_norm\.", "patch_embedding.layer_norm."),
     (r"^post_extract_proj\.", "patch_embedding.projection."),
-    (r"^encoder\.pos_conv\.0\.", "encoder.positional_embedding."),
+    (r"^encoder\.pos_conv\.0\.weight_g$", "encoder.positional_embedding.weight_magnitude"),
+    (r"^encoder\.pos_conv\.0\.weight_v$", "encoder.positional_embedding.weight_direction"),
+    (r"^encoder\.pos_conv\.0\.bias$", "encoder.positional_embedding.bias"),
     (r"^encoder\.layer_norm\.", "encoder.layer_norm."),
     # One table shared by all layers; the official state dict repeats it under every layer.
     (
@@ -121,6 +123,7 @@ def convert_beats_checkpoint(
             source = labels_csv if labels_csv is not None else "the checkpoint's label_dict"
             raise ValueError(f"{source} names {len(id2label)} classes but the predictor has {num_labels}")
         config_kwargs["id2label"] = id2label
+        config_kwargs["label2id"] = {label: index for index, label in id2label.items()}
     config = BeatsConfig.from_original_config(checkpoint["cfg"], **config_kwargs)
 
     if has_classifier:

@@ -172,30 +172,31 @@ class BeatsPatchEmbedding(nn.Module):
 class BeatsPositionalConvEmbedding(nn.Module):
     """Grouped 1-D convolution over tokens, weight-normalised over the kernel axis, then GELU.
 
-    The weight is `weight_v * weight_g / ||weight_v||` (norm over the output and input channels, one
-    per kernel position), the parametrisation of the official checkpoints. The even kernel is
-    padded by half its size on both sides and the extra last output is dropped.
+    The weight is `weight_direction * weight_magnitude / ||weight_direction||`, the norm taken over
+    the output and input channels (one per kernel position): the official `weight_v` / `weight_g`
+    parametrisation. The even kernel is padded by half its size on both sides and the extra last
+    output is dropped.
     """
 
     def __init__(self, config: BeatsConfig):
         super().__init__()
         kernel_size = config.positional_conv_kernel_size
         self.groups = config.positional_conv_groups
-        self.weight_g = nn.Parameter(torch.ones(1, 1, kernel_size))
-        self.weight_v = nn.Parameter(
+        self.weight_magnitude = nn.Parameter(torch.ones(1, 1, kernel_size))
+        self.weight_direction = nn.Parameter(
             torch.empty(config.hidden_size, config.hidden_size // self.groups, kernel_size)
         )
         self.bias = nn.Parameter(torch.zeros(config.hidden_size))
 
     def weight(self) -> torch.Tensor:
-        return self.weight_v * (
-            self.weight_g / torch.linalg.vector_norm(self.weight_v, dim=(0, 1), keepdim=True)
+        return self.weight_direction * (
+            self.weight_magnitude / torch.linalg.vector_norm(self.weight_direction, dim=(0, 1), keepdim=True)
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """`[N, tokens, C]` -> `[N, tokens, C]`."""
         num_tokens = hidden_states.shape[1]
-        kernel_size = self.weight_v.shape[-1]
+        kernel_size = self.weight_direction.shape[-1]
         convolved = F.conv1d(
             hidden_states.transpose(1, 2),
             self.weight(),
@@ -388,11 +389,16 @@ class BeatsPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, BeatsPositionalConvEmbedding):
-            kernel_size = module.weight_v.shape[-1]
+            kernel_size = module.weight_direction.shape[-1]
             init.normal_(
-                module.weight_v, mean=0.0, std=math.sqrt(4.0 / (kernel_size * module.weight_v.shape[0]))
+                module.weight_direction,
+                mean=0.0,
+                std=math.sqrt(4.0 / (kernel_size * module.weight_direction.shape[0])),
             )
-            init.copy_(module.weight_g, torch.linalg.vector_norm(module.weight_v, dim=(0, 1), keepdim=True))
+            init.copy_(
+                module.weight_magnitude,
+                torch.linalg.vector_norm(module.weight_direction, dim=(0, 1), keepdim=True),
+            )
             init.zeros_(module.bias)
         elif isinstance(module, BeatsAttention) and module.gated:
             init.ones_(module.gate_scale)
