@@ -160,6 +160,10 @@ def test_fbank_features_scale_normalise_and_floor_silence():
     waveform = torch.from_numpy(chirp(0.5) + 0.05 * noise)[None]
     expected = (numpy_kaldi_fbank(waveform[0].numpy() * 32768.0, 16) - 15.41663) / (2 * 6.55582)
     np.testing.assert_allclose(model.fbank_features(waveform)[0].numpy(), expected, atol=2e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = model.fbank_features(waveform)
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(under_autocast, model.fbank_features(waveform))
     silent = model.fbank_features(torch.zeros(1, TINY_SAMPLES))
     floor = (math.log(torch.finfo(torch.float32).eps) - 15.41663) / (2 * 6.55582)
     torch.testing.assert_close(silent, torch.full_like(silent, floor))

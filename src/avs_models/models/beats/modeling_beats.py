@@ -44,7 +44,8 @@ class BeatsModelOutput(ModelOutput):
 
     Attributes:
         last_hidden_state (`torch.FloatTensor` of shape `[N, tokens, hidden_size]` or `[B, T, tokens, hidden_size]`):
-            Encoder output per patch token (tokens are time-major: 8 mel patches per 16 frames).
+            Encoder output per patch token; tokens are time-major (`num_mel_bins // patch_size` per
+            `patch_size` frames: 6 x 8 = 48 tokens for one second).
         embeddings (`torch.FloatTensor` of shape `[N, hidden_size]` or `[B, T, hidden_size]`):
             Mean of `last_hidden_state` over tokens: the audio features C3N consumes.
         hidden_states (`tuple[torch.FloatTensor]`, *optional*):
@@ -82,6 +83,7 @@ class BeatsAudioClassifierOutput(ModelOutput):
 
 
 def hertz_to_kaldi_mel(frequencies: torch.Tensor | float) -> torch.Tensor | float:
+    """Kaldi's mel scale of a frequency in Hz (a float64 scalar or a tensor in its own dtype)."""
     if isinstance(frequencies, torch.Tensor):
         return KALDI_MEL_FACTOR * torch.log(1.0 + frequencies / KALDI_MEL_BREAK_HZ)
     return KALDI_MEL_FACTOR * math.log(1.0 + frequencies / KALDI_MEL_BREAK_HZ)
@@ -445,16 +447,18 @@ class BeatsModel(BeatsPreTrainedModel):
     def fbank_features(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Normalised Kaldi fbank of `[N, samples]` waveforms in [-1, 1]: `[N, frames, num_mel_bins]` float32.
 
-        Always computed in float32 (the scaled power spectrum overflows half precision).
+        Always computed in float32, also under autocast (the power spectrum of 16-bit sample
+        values overflows half precision).
         """
         config = self.config
-        fbank = kaldi_fbank(
-            waveforms.float() * config.waveform_scale,
-            config.sampling_rate,
-            config.num_mel_bins,
-            config.frame_length,
-            config.frame_shift,
-        )
+        with torch.autocast(device_type=waveforms.device.type, enabled=False):
+            fbank = kaldi_fbank(
+                waveforms.float() * config.waveform_scale,
+                config.sampling_rate,
+                config.num_mel_bins,
+                config.frame_length,
+                config.frame_shift,
+            )
         return (fbank - config.fbank_mean) / (2 * config.fbank_std)
 
     def forward(
