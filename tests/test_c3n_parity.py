@@ -12,7 +12,13 @@ import torch
 from parity_weights import deterministic_state_dict
 from safetensors.torch import load_file
 
-from avs_models import AutoModelForAudioVisualSegmentation
+from avs_models import (
+    AutoModelForAudioVisualSegmentation,
+    PannsConfig,
+    PannsForAudioClassification,
+    VGGishConfig,
+    VGGishForAudioClassification,
+)
 from avs_models.models.c3n.convert_c3n_original_to_hf import main as convert_main
 from avs_models.models.c3n.convert_c3n_original_to_hf import swin_relative_position_indices
 
@@ -58,3 +64,48 @@ def test_converted_checkpoint_matches_official_forward(parity_dir, tmp_path, var
     print(f"{variant}: max |diff| {max_diff:.3e}")
     assert max_diff < 1e-3, f"{variant}: max |diff| {max_diff:.2e}"
     assert output.unified_labels.flatten().tolist() == meta["unified_visual_label"]
+
+
+@pytest.mark.parametrize("encoder", ["vggish", "panns_cnn14"])
+def test_converted_checkpoint_embeds_an_audio_encoder(parity_dir, tmp_path, encoder):
+    fixture = parity_dir / "c3n_pvtv2b5_vggish_s4"
+    if not fixture.is_dir():
+        pytest.skip(f"fixture c3n_pvtv2b5_vggish_s4 not found in {parity_dir}")
+    meta = json.loads((fixture / "meta.json").read_text())
+    checkpoint = tmp_path / "official.pth"
+    torch.save(deterministic_state_dict(meta["state_dict_spec"]), checkpoint)
+    # Small encoders with the official model's audio widths (128-d embeddings, 527 AudioSet classes).
+    if encoder == "vggish":
+        audio_config = VGGishConfig(stage_channels=[[4], [8]], hidden_sizes=[16], classifier_hidden_size=16)
+        audio_encoder, raw_audio = (
+            VGGishForAudioClassification(audio_config),
+            {"input_features": torch.randn(1, 2, 1, 96, 64)},
+        )
+    else:
+        audio_config = PannsConfig(block_channels=[4, 4, 4, 4, 4, 8], embedding_size=128)
+        audio_encoder, raw_audio = (
+            PannsForAudioClassification(audio_config),
+            {"input_values": torch.randn(1, 2, 16000)},
+        )
+    audio_encoder.save_pretrained(tmp_path / "audio")
+    convert_main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--output-dir",
+            str(tmp_path / "c3n"),
+            "--audio-encoder-dir",
+            str(tmp_path / "audio"),
+        ]
+    )
+    model = AutoModelForAudioVisualSegmentation.from_pretrained(tmp_path / "c3n").eval()
+    assert model.config.audio_config.model_type == encoder
+    assert model.config.audio_score_activation == ("sigmoid" if encoder == "panns_cnn14" else "none")
+    for key, value in audio_encoder.state_dict().items():
+        assert torch.equal(model.audio_encoder.state_dict()[key], value), key
+    pixel_values = torch.randn(1, 2, 3, FRAME_SIZE, FRAME_SIZE)
+    with torch.no_grad():
+        embeds, logits = model.encode_audio(*raw_audio.values(), next(iter(raw_audio)), 1, 2)
+        from_raw = model(pixel_values=pixel_values, **raw_audio)
+    assert embeds.shape == (1, 2, 128) and logits.shape == (1, 2, 527)
+    assert from_raw.logits.shape == (1, 2, 1, FRAME_SIZE, FRAME_SIZE)

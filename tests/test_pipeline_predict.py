@@ -20,6 +20,7 @@ from avs_models import (
 from avs_models.cli import main as cli_main
 from avs_models.data.avss_classes import avss_palette
 from avs_models.models.backbones import pvt_v2_b5_backbone_config, resnet50_backbone_config
+from avs_models.models.panns import PannsFeatureExtractor
 from avs_models.models.vggish import VGGishFeatureExtractor
 from avs_models.processing import (
     AudioVisualImageProcessor,
@@ -144,6 +145,24 @@ def test_pipeline_runs_c3n_with_its_audio_encoder(video, tmp_path):
         logits, inputs["original_sizes"], inputs["frame_mask"]
     )
     assert all(np.array_equal(r["mask"], m) for r, m in zip(results, [m for clip in masks for m in clip]))
+
+
+def test_pipeline_feeds_waveform_segments_to_a_panns_encoder(video, tmp_path):
+    audio_config = {
+        "model_type": "panns_cnn14",
+        "block_channels": [4, 4, 4, 4, 4, 8],
+        "embedding_size": 8,
+        "num_labels": 5,
+    }
+    model = save_tiny_c3n(tmp_path, audio_config, PannsFeatureExtractor())
+    inputs = AudioVisualProcessor.from_pretrained(tmp_path)(video)
+    assert inputs["input_values"].shape == (2, 2, 16000) and "input_features" not in inputs
+    results = pipeline("audio-visual-segmentation", model=str(tmp_path))(str(video), show_progress=False)
+    with torch.no_grad():
+        logits = model(pixel_values=inputs["pixel_values"], input_values=inputs["input_values"]).logits
+    expected = (torch.sigmoid(logits[0, 1, 0]) > 0.5).numpy()
+    resized_back = np.asarray(Image.fromarray(results[1]["mask"] * 255).resize((32, 32), Image.NEAREST)) > 0
+    assert len(results) == 3 and (resized_back == expected).mean() > 0.9
 
 
 def test_pipeline_needs_a_model_with_an_audio_encoder(video, tmp_path):

@@ -15,6 +15,7 @@ from transformers import (
 
 from .models.auto import AutoModelForAudioVisualSegmentation
 from .models.c3n import C3NConfig, C3NForAudioVisualSegmentation
+from .models.panns import PannsConfig, PannsFeatureExtractor, PannsForAudioClassification, PannsModel
 from .models.pcmanet import PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetSegmentationOutput
 from .models.vggish import VGGishConfig, VGGishFeatureExtractor, VGGishForAudioClassification, VGGishModel
 from .processing import AudioVisualImageProcessor, AudioVisualProcessor, register_pipeline
@@ -29,10 +30,16 @@ def _register(config_class, model_class, segmentation_class=None) -> None:
         AutoModelForAudioVisualSegmentation.register(config_class, segmentation_class, exist_ok=True)
 
 
-_register(VGGishConfig, VGGishModel)
+# Audio encoders: a bare model (AutoModel), an AudioSet classifier and a feature extractor each.
+for _config_class, _model_class, _classifier_class, _feature_extractor_class in (
+    (VGGishConfig, VGGishModel, VGGishForAudioClassification, VGGishFeatureExtractor),
+    (PannsConfig, PannsModel, PannsForAudioClassification, PannsFeatureExtractor),
+):
+    _register(_config_class, _model_class)
+    AutoModelForAudioClassification.register(_config_class, _classifier_class, exist_ok=True)
+    AutoFeatureExtractor.register(_config_class, _feature_extractor_class, exist_ok=True)
+
 _register(PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetForAudioVisualSegmentation)
-AutoModelForAudioClassification.register(VGGishConfig, VGGishForAudioClassification, exist_ok=True)
-AutoFeatureExtractor.register(VGGishConfig, VGGishFeatureExtractor, exist_ok=True)
 
 _register(C3NConfig, C3NForAudioVisualSegmentation, C3NForAudioVisualSegmentation)
 
@@ -50,6 +57,10 @@ __all__ = [
     "PCMANetConfig",
     "PCMANetForAudioVisualSegmentation",
     "PCMANetSegmentationOutput",
+    "PannsConfig",
+    "PannsFeatureExtractor",
+    "PannsForAudioClassification",
+    "PannsModel",
     "VGGishConfig",
     "VGGishFeatureExtractor",
     "VGGishForAudioClassification",
