@@ -47,8 +47,9 @@ class AudioVisualProcessor(ProcessorMixin):
 
     Args:
         image_processor ([`AudioVisualImageProcessor`]): resizes and normalises frames.
-        feature_extractor ([`VGGishFeatureExtractor`], [`PannsFeatureExtractor`] or
-            [`BeatsFeatureExtractor`]): computes one audio input per second.
+        feature_extractor (`FeatureExtractionMixin`): the audio encoder's feature extractor
+            (`VGGishFeatureExtractor`, `PannsFeatureExtractor` or `BeatsFeatureExtractor`), one
+            audio input per second.
         num_frames (`int`, defaults to 5): frames (seconds) per clip, T.
         frame_time (`float`, defaults to 1.0): where in each second the frame is taken, in (0, 1].
         pad_last_clip (`bool`, defaults to `True`): pad the last incomplete clip, or drop it.
