@@ -17,6 +17,7 @@ from transformers import (
     AutoModelForAudioClassification,
 )
 
+import avs_models  # noqa: F401  (registers the Auto classes)
 from avs_models.models.beats import (
     BeatsConfig,
     BeatsFeatureExtractor,
@@ -30,13 +31,6 @@ from avs_models.models.beats.modeling_beats import (
     kaldi_fbank,
     relative_position_buckets,
 )
-
-# The package registers these on import (src/avs_models/__init__.py); the test does it itself
-# so that it also runs before that registration exists.
-AutoConfig.register("beats", BeatsConfig, exist_ok=True)
-AutoModel.register(BeatsConfig, BeatsModel, exist_ok=True)
-AutoModelForAudioClassification.register(BeatsConfig, BeatsForAudioClassification, exist_ok=True)
-AutoFeatureExtractor.register(BeatsConfig, BeatsFeatureExtractor, exist_ok=True)
 
 RATE = 16000
 TINY = {

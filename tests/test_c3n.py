@@ -411,8 +411,8 @@ def test_padded_frames_do_not_change_the_real_frames():
     model = tiny_model()
     inputs = tiny_inputs(batch=2, frames=3)
     padded = {key: value.clone() for key, value in inputs.items()}
-    for key in padded:
-        padded[key][:, 2] = 0  # the processor pads with zero pixels
+    for value in padded.values():
+        value[:, 2] = 0  # the processor pads with zero pixels
     frame_mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
     with torch.no_grad():
         with_padding = model(**padded, frame_mask=frame_mask).logits[:, :2]

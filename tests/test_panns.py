@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from scipy.signal import get_window
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
 
+import avs_models  # noqa: F401  (registers the Auto classes)
 from avs_models.models.panns import (
     PannsConfig,
     PannsFeatureExtractor,
@@ -20,13 +21,6 @@ from avs_models.models.panns import (
 )
 from avs_models.models.panns.convert_panns_original_to_hf import convert_panns_checkpoint, main
 from avs_models.models.panns.modeling_panns import slaney_mel_filters
-
-# The package registers these on import once the lead wires PANNs in; registering here too keeps
-# the Auto-class tests valid either way.
-AutoConfig.register(PannsConfig.model_type, PannsConfig, exist_ok=True)
-AutoModel.register(PannsConfig, PannsModel, exist_ok=True)
-AutoModelForAudioClassification.register(PannsConfig, PannsForAudioClassification, exist_ok=True)
-AutoFeatureExtractor.register(PannsConfig, PannsFeatureExtractor, exist_ok=True)
 
 RATE = 16000
 # Cnn14_16k's front end with three narrow blocks (downsampling 4, so 480 samples are enough).

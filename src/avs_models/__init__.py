@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from .models.auto import AutoModelForAudioVisualSegmentation
+from .models.beats import BeatsConfig, BeatsFeatureExtractor, BeatsForAudioClassification, BeatsModel
 from .models.c3n import C3NConfig, C3NForAudioVisualSegmentation
 from .models.panns import PannsConfig, PannsFeatureExtractor, PannsForAudioClassification, PannsModel
 from .models.pcmanet import PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetSegmentationOutput
@@ -34,6 +35,7 @@ def _register(config_class, model_class, segmentation_class=None) -> None:
 for _config_class, _model_class, _classifier_class, _feature_extractor_class in (
     (VGGishConfig, VGGishModel, VGGishForAudioClassification, VGGishFeatureExtractor),
     (PannsConfig, PannsModel, PannsForAudioClassification, PannsFeatureExtractor),
+    (BeatsConfig, BeatsModel, BeatsForAudioClassification, BeatsFeatureExtractor),
 ):
     _register(_config_class, _model_class)
     AutoModelForAudioClassification.register(_config_class, _classifier_class, exist_ok=True)
@@ -52,6 +54,10 @@ __all__ = [
     "AudioVisualImageProcessor",
     "AudioVisualProcessor",
     "AutoModelForAudioVisualSegmentation",
+    "BeatsConfig",
+    "BeatsFeatureExtractor",
+    "BeatsForAudioClassification",
+    "BeatsModel",
     "C3NConfig",
     "C3NForAudioVisualSegmentation",
     "PCMANetConfig",
