@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..vggish.convert_vggish_original_to_hf import _load_strict, read_audioset_labels
+from ..conversion_utils import load_state_dict_strictly, read_audioset_labels
 from .configuration_beats import BeatsConfig
 from .feature_extraction_beats import BeatsFeatureExtractor
 from .modeling_beats import BeatsForAudioClassification, BeatsModel
@@ -134,7 +134,7 @@ def convert_beats_checkpoint(
         }
     else:
         model = BeatsModel(config)
-    _load_strict(model, state_dict)
+    load_state_dict_strictly(model, state_dict)
     model.eval()
 
     output_dir = Path(output_dir)

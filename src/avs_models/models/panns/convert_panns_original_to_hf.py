@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..vggish.convert_vggish_original_to_hf import _NUMPY_SAFE_GLOBALS, _load_strict, read_audioset_labels
+from ..conversion_utils import NUMPY_SAFE_GLOBALS, load_state_dict_strictly, read_audioset_labels
 from .configuration_panns import PannsConfig
 from .feature_extraction_panns import PannsFeatureExtractor
 from .modeling_panns import PannsForAudioClassification, PannsModel, hann_dft_kernels, slaney_mel_filters
@@ -34,7 +34,7 @@ from .modeling_panns import PannsForAudioClassification, PannsModel, hann_dft_ke
 # Training checkpoints of PANNs also pickle their data sampler's state (numpy integer arrays);
 # these data-only numpy constructors are allowed in weights-only loading.
 _SAFE_GLOBALS = [
-    *_NUMPY_SAFE_GLOBALS,
+    *NUMPY_SAFE_GLOBALS,
     np._core.multiarray.scalar,
     (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
     np.dtypes.Int64DType,
@@ -202,7 +202,7 @@ def convert_panns_checkpoint(
     check_front_end(state_dict, config)
     model_class = PannsForAudioClassification if "fc_audioset.weight" in state_dict else PannsModel
     model = model_class(config)
-    _load_strict(model, convert_panns_state_dict(state_dict, config))
+    load_state_dict_strictly(model, convert_panns_state_dict(state_dict, config))
     model.eval()
 
     output_dir = Path(output_dir)

@@ -19,27 +19,15 @@ Output: a `save_pretrained` folder (config, `model.safetensors`, `preprocessor_c
 from __future__ import annotations
 
 import argparse
-import csv
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..conversion_utils import NUMPY_SAFE_GLOBALS, load_state_dict_strictly, read_audioset_labels
 from .configuration_vggish import VGGishConfig
 from .feature_extraction_vggish import VGGishFeatureExtractor
 from .modeling_vggish import VGGishForAudioClassification, VGGishModel
-
-# The PCA file of the public release pickles numpy arrays; these data-only numpy constructors are
-# allowed in weights-only loading (both the numpy 1 and numpy 2 module paths of `_reconstruct`).
-_NUMPY_SAFE_GLOBALS = [
-    np._core.multiarray._reconstruct,
-    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-    np.ndarray,
-    np.dtype,
-    np.dtypes.Float64DType,
-    np.dtypes.Float32DType,
-]
 
 # C3N head key prefix -> our `VGGishClassificationHead` prefix (inside `head.`).
 _HEAD_PREFIXES = {
@@ -62,7 +50,7 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
+    with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
@@ -132,34 +120,6 @@ def convert_head_state_dict(head_state_dict: Mapping[str, torch.Tensor]) -> dict
     return _rename(head_state_dict, _HEAD_PREFIXES, "the classification head checkpoint")
 
 
-def read_audioset_labels(path: str | Path) -> dict[int, str]:
-    """`class_labels_indices.csv` (columns index, mid, display_name) -> `{index: display_name}`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {"index", "display_name"} <= set(rows[0]):
-        raise ValueError(f"{path} must be a CSV with `index` and `display_name` columns")
-    return {int(row["index"]): row["display_name"] for row in rows}
-
-
-def _load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [
-        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-        for key, value in state_dict.items()
-        if key in expected and value.shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}, shape mismatches {mismatched}"
-        )
-    model.load_state_dict(state_dict, strict=True)
-
-
 def convert_vggish_checkpoint(
     checkpoint_path: str | Path,
     output_dir: str | Path,
@@ -209,7 +169,7 @@ def convert_vggish_checkpoint(
         model = VGGishForAudioClassification(config)
         state_dict = {f"vggish.{key}": value for key, value in encoder_state_dict.items()}
         state_dict.update({f"head.{key}": value for key, value in head_state_dict.items()})
-    _load_strict(model, state_dict)
+    load_state_dict_strictly(model, state_dict)
     model.eval()
 
     output_dir = Path(output_dir)
