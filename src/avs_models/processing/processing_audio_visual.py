@@ -13,11 +13,8 @@ from transformers.feature_extraction_utils import FeatureExtractionMixin
 from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING
 from transformers.processing_utils import ProcessorMixin
 
-from ..models.vggish.feature_extraction_vggish import (
-    VGGishFeatureExtractor,
-    to_mono_float_waveform,
-    validate_sampling_rate,
-)
+from ..models.audio_utils import to_mono_float_waveform, validate_sampling_rate
+from ..models.vggish.feature_extraction_vggish import VGGishFeatureExtractor
 from .video_io import DecodedClip, read_audio_file, read_frame_folder, read_video
 
 

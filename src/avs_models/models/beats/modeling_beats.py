@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
+from ..audio_utils import multi_label_loss
 from .configuration_beats import BeatsConfig
 
 # Kaldi fbank settings of BEATs (torchaudio's `kaldi.fbank` defaults, which BEATs keeps): no dither,
@@ -534,13 +535,7 @@ class BeatsForAudioClassification(BeatsPreTrainedModel):
         token_logits = self.classifier(self.dropout(encoded.last_hidden_state))
         logits = token_logits.mean(dim=-2)
 
-        loss = None
-        if labels is not None:
-            if labels.shape != logits.shape:
-                raise ValueError(
-                    f"`labels` must have shape {tuple(logits.shape)} (multi-hot), got {tuple(labels.shape)}"
-                )
-            loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        loss = multi_label_loss(logits, labels) if labels is not None else None
         output = BeatsAudioClassifierOutput(
             loss=loss, logits=logits, embeddings=encoded.embeddings, hidden_states=encoded.hidden_states
         )

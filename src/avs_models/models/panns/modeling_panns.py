@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ..audio_utils import multi_label_loss
 from .configuration_panns import PannsConfig
 
 # Slaney's mel scale (librosa's default, `htk=False`): linear below 1 kHz, logarithmic above.
@@ -314,13 +315,7 @@ class PannsForAudioClassification(PannsPreTrainedModel):
         encoded = self.panns(input_values, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.classifier(encoded.embeddings)
 
-        loss = None
-        if labels is not None:
-            if labels.shape != logits.shape:
-                raise ValueError(
-                    f"`labels` must have shape {tuple(logits.shape)} (multi-hot), got {tuple(labels.shape)}"
-                )
-            loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        loss = multi_label_loss(logits, labels) if labels is not None else None
         output = PannsAudioClassifierOutput(
             loss=loss, logits=logits, embeddings=encoded.embeddings, hidden_states=encoded.hidden_states
         )

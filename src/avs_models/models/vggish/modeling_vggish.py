@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ..audio_utils import multi_label_loss
 from .configuration_vggish import VGGishConfig
 
 
@@ -265,13 +266,7 @@ class VGGishForAudioClassification(VGGishPreTrainedModel):
         dequantized = (encoded.postprocessed.reshape(-1, 1, self.config.embedding_size) - 128.0) / 128.0
         logits = self.head(dequantized).reshape(*leading_dims, -1)
 
-        loss = None
-        if labels is not None:
-            if labels.shape != logits.shape:
-                raise ValueError(
-                    f"`labels` must have shape {tuple(logits.shape)} (multi-hot), got {tuple(labels.shape)}"
-                )
-            loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        loss = multi_label_loss(logits, labels) if labels is not None else None
         output = VGGishAudioClassifierOutput(
             loss=loss, logits=logits, embeddings=encoded.embeddings, postprocessed=encoded.postprocessed
         )
