@@ -1,0 +1,448 @@
+"""Time the official PCMANet or C3N forward next to ours, on the same machine and the same clip.
+
+The official code is not part of this project and is never copied into it: the script imports
+it at run time from a checkout you make yourself and point to with `--official-repo`:
+
+    git clone https://github.com/PrettyPlate/PCMANet      # PCMANet (ResNet-50, PVT-v2-b5)
+    git clone https://github.com/ZhaofengSHI/AVS-C3N      # C3N (PVT-v2-b5, Swin-B)
+    pip install einops                                    # imported by the official PCMANet code
+    pip install h5py                                      # read by the official C3N code
+
+    python benchmarks/bench_official.py --official-repo PCMANet --runs 10 --json official.json
+    python benchmarks/bench_official.py --official-repo AVS-C3N --model c3n-swin-b --runs 5
+
+Without `--model`, every model the checkout provides is measured. Each model runs in its own
+process: the official module is built, timed (warm-up, then the median over `--runs`) and its
+peak memory read (max RSS on CPU, the CUDA allocator's peak on GPU); then our model is built with
+the configuration of `bench_inference.py` / `bench_c3n.py`, given the official module's weights
+through the project's conversion code, and timed on the same tensors in the same process. Same
+weights mean both compute the same masks (the report gives the largest logit difference), and
+PCMANet's QSCA keeps the same share of tokens in both. The clip is the one of our benchmarks:
+one clip of 5 frames, 224x224, fp32, eval mode, VGGish embeddings (and AudioSet logits for C3N).
+PCMANet runs under `torch.no_grad()`. The official C3N forward runs a backward pass for its
+Grad-CAM weights, so it runs with gradients enabled, as the official test script does; ours
+computes the same weights under `torch.no_grad()`.
+
+To import the official files without their training environment, the child process puts small
+stand-ins in `sys.modules` while (and only while) it imports them:
+
+- `timm.models.layers`, `timm.models.registry`, `timm.models.vision_transformer`: timm needs
+  torchvision, which breaks imports with CPU-only torch wheels; the backbones only need an
+  eval-mode DropPath (the identity), `to_2tuple`, `trunc_normal_`, a no-op `register_model`
+  and `_cfg`.
+- `torchvision.models`: the ResNet file imports it only to load ImageNet weights.
+- `matplotlib.pyplot`: imported by the C3N model files, never called.
+- `cv2`, only when OpenCV is not installed: C3N's Grad-CAM resizes each CAM image to 224x224
+  (a picture the forward then discards); the stand-in does the same bilinear resize with torch.
+
+and patches, only while the official module is built and timed: its ImageNet-weight loader
+(`initialize_weights`, `initialize_pvt_weights` or `initialize_swin_weights`, which the
+constructor calls in training mode, the default, to read paths of the official config) does
+nothing, so the module keeps its random initialisation; on CPU, `torch.Tensor.cuda` returns the
+tensor itself, since the official C3N calls `.cuda()` on its similarity matrix and Grad-CAM
+weights. C3N reads a random 1000 x 527 similarity matrix (the same one ours gets) from a
+temporary `.h5` given as `cfg.TRAIN.AV_SIM_MATRIX`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import importlib.util
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+from bench_c3n import VARIANTS as C3N_VARIANTS  # benchmarks/ is on sys.path when run as a script
+from bench_inference import FRAMES, SIZE, median_seconds
+from bench_inference import VARIANTS as PCMANET_VARIANTS
+
+from avs_models import C3NForAudioVisualSegmentation, PCMANetForAudioVisualSegmentation
+from avs_models.models.c3n.convert_c3n_original_to_hf import convert_c3n_state_dict
+from avs_models.models.pcmanet.convert_pcmanet_original_to_hf import convert_state_dict
+
+
+@dataclass(frozen=True)
+class OfficialRepo:
+    url: str
+    model_dir: str  # the folder the official scripts run from (`model` is a package in it)
+    shared_files: tuple[str, ...]
+    needs: tuple[str, ...]  # third-party packages the official model files import
+
+
+@dataclass(frozen=True)
+class OfficialModel:
+    repo: str
+    module: str
+    backbone_file: str
+    class_name: str
+    weight_loader: str  # method that loads ImageNet weights when the constructor runs in training mode
+
+
+REPOS = {
+    "PCMANet": OfficialRepo(
+        url="https://github.com/PrettyPlate/PCMANet",
+        model_dir="avs_scripts/avs_s4",
+        shared_files=("model/__init__.py", "model/ca.py"),
+        needs=("einops",),
+    ),
+    "AVS-C3N": OfficialRepo(
+        url="https://github.com/ZhaofengSHI/AVS-C3N",
+        model_dir="C3N_vggish/avs_scripts/avs_s4",
+        shared_files=("model/__init__.py", "model/TPAVI.py", "model/grad_cam_utils.py", "model/utils.py"),
+        needs=("h5py",),
+    ),
+}
+OFFICIAL_MODELS = {
+    "pcmanet-resnet50": OfficialModel(
+        "PCMANet", "model.ResNet_AVSModel", "model/resnet.py", "PCMANet", "initialize_weights"
+    ),
+    "pcmanet-pvt-v2-b5": OfficialModel(
+        "PCMANet", "model.PVT_AVSModel", "model/pvt.py", "PCMANet", "initialize_weights"
+    ),
+    "c3n-pvt-v2-b5": OfficialModel(
+        "AVS-C3N", "model.PVT_AVSModel", "model/pvt.py", "Pred_endecoder", "initialize_pvt_weights"
+    ),
+    "c3n-swin-b": OfficialModel(
+        "AVS-C3N", "model.Swin_AVSModel", "model/swin.py", "Pred_endecoder", "initialize_swin_weights"
+    ),
+}
+VISUAL_CLASSES, AUDIO_CLASSES = 1000, 527
+
+
+def required_files(variant: str) -> list[str]:
+    official = OFFICIAL_MODELS[variant]
+    repo = REPOS[official.repo]
+    module_file = official.module.replace(".", "/") + ".py"
+    return [f"{repo.model_dir}/{name}" for name in (*repo.shared_files, module_file, official.backbone_file)]
+
+
+def missing_files(checkout: Path, variant: str) -> list[str]:
+    return [name for name in required_files(variant) if not (checkout / name).is_file()]
+
+
+def _module(name: str, **attributes) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    return module
+
+
+class _EvalDropPath(torch.nn.Module):
+    """timm's stochastic depth as it is in eval mode, the only mode timed here: the identity."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states
+
+
+def _to_2tuple(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _resize_like_opencv(image, size):
+    """`cv2.resize(image, (width, height))` with OpenCV's default (half-pixel bilinear) sampling."""
+    width, height = size
+    pixels = torch.from_numpy(image)[None, None]
+    return F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def import_stand_ins() -> dict[str, types.ModuleType]:
+    """The modules the official model files import but cannot (or need not) have here."""
+    layers = _module(
+        "timm.models.layers",
+        DropPath=_EvalDropPath,
+        to_2tuple=_to_2tuple,
+        trunc_normal_=torch.nn.init.trunc_normal_,  # same signature and distribution as timm's
+    )
+    registry = _module("timm.models.registry", register_model=lambda function: function)
+    vision_transformer = _module("timm.models.vision_transformer", _cfg=lambda **kwargs: dict(kwargs))
+    timm_models = _module(
+        "timm.models", layers=layers, registry=registry, vision_transformer=vision_transformer
+    )
+    torchvision_models = _module("torchvision.models")
+    pyplot = _module("matplotlib.pyplot")
+    stand_ins = {
+        "timm": _module("timm", models=timm_models),
+        "timm.models": timm_models,
+        "timm.models.layers": layers,
+        "timm.models.registry": registry,
+        "timm.models.vision_transformer": vision_transformer,
+        "torchvision": _module("torchvision", models=torchvision_models),
+        "torchvision.models": torchvision_models,
+        "matplotlib": _module("matplotlib", pyplot=pyplot),
+        "matplotlib.pyplot": pyplot,
+    }
+    if importlib.util.find_spec("cv2") is None:
+        stand_ins["cv2"] = _module("cv2", resize=_resize_like_opencv)
+    return stand_ins
+
+
+@contextlib.contextmanager
+def modules_in_place(modules: dict[str, types.ModuleType]):
+    """Put `modules` in `sys.modules` for the duration of the block, then restore what was there."""
+    saved = {name: sys.modules.get(name) for name in modules}
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = module
+
+
+def build_official(
+    variant: str, checkout: Path, similarity: torch.Tensor, stand_ins: dict
+) -> torch.nn.Module:
+    official = OFFICIAL_MODELS[variant]
+    sys.path.insert(0, str(checkout / REPOS[official.repo].model_dir))
+    sys.dont_write_bytecode = True  # leave the user's checkout as it was
+    with modules_in_place(stand_ins):
+        try:
+            module = importlib.import_module(official.module)
+        except ModuleNotFoundError as error:
+            raise SystemExit(
+                f"The official {variant} code imports {error.name!r}, which is not installed here "
+                f"(pip install {error.name})"
+            ) from error
+    model_class = getattr(module, official.class_name)
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        mock.patch.object(model_class, official.weight_loader, lambda self: None),
+    ):
+        config = None
+        if official.repo == "AVS-C3N":
+            import h5py
+
+            path = Path(folder) / "similarity_matrix.h5"
+            with h5py.File(path, "w") as handle:
+                handle["similarity_matrix"] = similarity.numpy()
+            config = types.SimpleNamespace(TRAIN=types.SimpleNamespace(AV_SIM_MATRIX=str(path)))
+        torch.manual_seed(0)
+        return model_class(channel=256, config=config).eval()
+
+
+def build_ours(
+    variant: str, official_state: dict[str, torch.Tensor], similarity: torch.Tensor
+) -> torch.nn.Module:
+    """Our model, configured as in our benchmarks, holding the official module's weights."""
+    if variant in PCMANET_VARIANTS:
+        model = PCMANetForAudioVisualSegmentation(PCMANET_VARIANTS[variant]())
+        converted, _ = convert_state_dict(official_state)
+    else:
+        model = C3NForAudioVisualSegmentation(C3N_VARIANTS[variant]())
+        _, converted = convert_c3n_state_dict(official_state)
+        converted["label_similarity"] = similarity
+    result = model.load_state_dict(converted, strict=False)
+    # Transformers' Swin keeps a final classification norm that the backbone never applies.
+    missing = [key for key in result.missing_keys if not key.startswith("backbone.swin.layernorm.")]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"official {variant} weights do not fit our model: missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return model.eval()
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_official(
+    variant: str, checkout: Path, inputs: list[torch.Tensor], similarity: torch.Tensor, runs: int
+) -> dict:
+    """Latency, peak memory, parameters, last output and (CPU) weights of the official module."""
+    device = inputs[0].device
+    is_c3n = OFFICIAL_MODELS[variant].repo == "AVS-C3N"
+    stand_ins = import_stand_ins()
+    outputs = []
+    # The official C3N moves tensors with `.cuda()` in its constructor and forward.
+    keep_on_cpu = (
+        mock.patch.object(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
+        if device.type == "cpu"
+        else contextlib.nullcontext()
+    )
+    with keep_on_cpu:
+        model = build_official(variant, checkout, similarity, stand_ins).to(device)
+
+        def forward():
+            if is_c3n:  # gradients on: its Grad-CAM runs a backward pass, as in the official test.py
+                outputs[:] = [model(*inputs).detach()]
+            else:
+                with torch.no_grad():
+                    outputs[:] = [model(*inputs)[0]]
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        latency = median_seconds(forward, runs, device)
+    return {
+        "latency_s": latency,
+        "peak_memory_mib": peak_memory_mib(device),
+        "params": sum(parameter.numel() for parameter in model.parameters()),
+        "logits": outputs[0],
+        "state_dict": {key: tensor.cpu() for key, tensor in model.state_dict().items()},
+        "stand_ins": sorted(stand_ins),
+    }
+
+
+def measure(variant: str, checkout: Path, runs: int, device: torch.device) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    similarity = torch.rand(VISUAL_CLASSES, AUDIO_CLASSES, generator=generator)
+    inputs = {
+        "pixel_values": torch.randn(1, FRAMES, 3, SIZE, SIZE, generator=generator).to(device),
+        "audio_embeds": torch.randn(1, FRAMES, 128, generator=generator).to(device),
+    }
+    if OFFICIAL_MODELS[variant].repo == "AVS-C3N":
+        inputs["audio_logits"] = torch.randn(1, FRAMES, AUDIO_CLASSES, generator=generator).to(device)
+    # The official forward takes the frames of the clip as the batch: [B*T, ...].
+    official = time_official(
+        variant, checkout, [tensor.flatten(0, 1) for tensor in inputs.values()], similarity, runs
+    )
+    ours = build_ours(variant, official.pop("state_dict"), similarity).to(device)
+    gc.collect()  # the official module (held in reference cycles by its Grad-CAM hooks) is freed
+    outputs = []
+
+    def our_forward():
+        with torch.no_grad():
+            outputs[:] = [ours(**inputs).logits.flatten(0, 1)]
+
+    our_latency = median_seconds(our_forward, runs, device)
+    return {
+        "model": variant,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "clip": f"1 x {FRAMES} x 3 x {SIZE} x {SIZE}",
+        "official_params_m": official["params"] / 1e6,
+        "official_latency_s": official["latency_s"],
+        "official_peak_memory_mib": official["peak_memory_mib"],
+        "our_params_m": sum(parameter.numel() for parameter in ours.parameters()) / 1e6,
+        "our_latency_s": our_latency,
+        "official_over_ours": official["latency_s"] / our_latency,
+        "max_abs_logit_diff": (official["logits"] - outputs[0]).abs().max().item(),
+        "stand_ins": official["stand_ins"],
+    }
+
+
+def to_markdown(results: list[dict]) -> str:
+    first = results[0]
+    lines = [
+        (
+            f"Measured on: {first['device']}, {first['threads']} threads, torch {first['torch']}; "
+            f"one {first['clip']} clip, fp32."
+        ),
+        "",
+        (
+            "| model | official params (M) | official latency (s) | official peak memory (MiB) "
+            "| our latency (s) | official / ours | max abs logit diff |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results:
+        lines.append(
+            f"| {row['model']} | {row['official_params_m']:.2f} | {row['official_latency_s']:.3f} "
+            f"| {row['official_peak_memory_mib']:.0f} | {row['our_latency_s']:.3f} "
+            f"| {row['official_over_ours']:.2f} | {row['max_abs_logit_diff']:.1e} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def chosen_models(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The models to measure, after checking the checkout and the packages the official code needs."""
+    checkout = args.official_repo
+    if not checkout.is_dir():
+        parser.error(
+            f"--official-repo {checkout} is not a folder; clone the official code first, e.g. "
+            f"git clone {REPOS['PCMANet'].url} (or {REPOS['AVS-C3N'].url})"
+        )
+    models = args.model or [variant for variant in OFFICIAL_MODELS if not missing_files(checkout, variant)]
+    if not models:
+        parser.error(
+            f"--official-repo {checkout} holds neither official checkout: expected the work tree of "
+            f"{REPOS['PCMANet'].url} (with {required_files('pcmanet-resnet50')[0]}) or of "
+            f"{REPOS['AVS-C3N'].url} (with {required_files('c3n-pvt-v2-b5')[0]})"
+        )
+    for variant in models:
+        missing = missing_files(checkout, variant)
+        if missing:
+            repo = REPOS[OFFICIAL_MODELS[variant].repo]
+            parser.error(
+                f"--model {variant} needs a work tree of {repo.url} as --official-repo; "
+                f"not found under {checkout}: {', '.join(missing)}"
+            )
+        for package in REPOS[OFFICIAL_MODELS[variant].repo].needs:
+            if importlib.util.find_spec(package) is None:
+                parser.error(
+                    f"the official {variant} code imports {package!r}, which is not installed: "
+                    f"pip install {package}"
+                )
+    return list(dict.fromkeys(models))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--official-repo", required=True, type=Path, help="work tree of the official PCMANet or AVS-C3N repo"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        choices=list(OFFICIAL_MODELS),
+        help="model to measure (repeatable); default: every model the checkout provides",
+    )
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per model (median reported)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", help="write the results as JSON to this file")
+    parser.add_argument("--markdown", help="write the Markdown table to this file")
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, got {args.runs}")
+    models = chosen_models(parser, args)
+
+    if args.in_process:  # child process: one model, result on stdout
+        result = measure(models[0], args.official_repo.resolve(), args.runs, torch.device(args.device))
+        print(json.dumps(result))
+        return
+    results = []
+    for variant in models:
+        command = [sys.executable, __file__, "--in-process", "--official-repo", str(args.official_repo)]
+        command += ["--model", variant, "--runs", str(args.runs), "--device", args.device]
+        child = subprocess.run(command, check=False, capture_output=True, text=True)
+        if child.returncode != 0:
+            sys.exit(f"measuring {variant} failed:\n{child.stderr.strip()}")
+        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        print(
+            f"{variant}: official {results[-1]['official_latency_s']:.3f} s, ours {results[-1]['our_latency_s']:.3f} s"
+        )
+    print(json.dumps(results, indent=2))
+    table = to_markdown(results)
+    print(table)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(table)
+
+
+if __name__ == "__main__":
+    main()
