@@ -28,7 +28,8 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
     torch.save(official_state_dict, tmp_path / "official.pth")
 
     arguments = ["--checkpoint", str(tmp_path / "official.pth"), "--output-dir", str(tmp_path / "converted")]
-    if variant == "pcmanet_resnet50_s4":  # also attach a VGGish encoder, as users converting for log-mel input do
+    # Also attach a VGGish encoder, as users converting for log-mel input do.
+    if variant == "pcmanet_resnet50_s4":
         torch.manual_seed(0)
         VGGishModel(VGGishConfig()).save_pretrained(tmp_path / "vggish")
         arguments += ["--vggish-dir", str(tmp_path / "vggish")]
@@ -36,7 +37,9 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
     model = AutoModel.from_pretrained(tmp_path / "converted").eval()
     if variant == "pcmanet_resnet50_s4":
         vggish = VGGishModel.from_pretrained(tmp_path / "vggish")
-        for (name, ours), theirs in zip(model.audio_encoder.state_dict().items(), vggish.state_dict().values()):
+        for (name, ours), theirs in zip(
+            model.audio_encoder.state_dict().items(), vggish.state_dict().values()
+        ):
             assert torch.equal(ours, theirs), name
 
     clips, frames = meta["clips"], meta["frames_per_clip"]
