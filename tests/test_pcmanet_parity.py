@@ -55,6 +55,7 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
     stride = meta["output_stride"]
     for index, logits in enumerate([output.logits, *output.auxiliary_logits], start=1):
         ours = logits.flatten(0, 1)[:, :, ::stride, ::stride]
+        print(f"{variant} out{index}: max |diff| {(ours - tensors[f'out{index}_strided']).abs().max():.3e}")
         torch.testing.assert_close(ours, tensors[f"out{index}_strided"], atol=1e-3, rtol=0, msg=f"out{index}")
     if meta["kept_token_ratios_stage4_3_2"] is not None:
         torch.testing.assert_close(

@@ -91,6 +91,16 @@ class PCMANetAudioVisualGroupedAttention(nn.Module):
         return self.output_conv((grouped * similarity).view(frames, channels, height, width))
 
 
+def _resize_bilinear(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (`align_corners=False`) of `(N, C, h, w)` maps; a no-op at the same size (where
+    it is the identity). Runs in channels-last memory, where PyTorch's CPU kernel is several times
+    faster than on NCHW tensors for these many-channel maps."""
+    if tuple(features.shape[-2:]) == tuple(size):
+        return features
+    features = features.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+
+
 class PCMANetQuerySelectedCrossAttention(nn.Module):
     """QSCA: audio-guided cross-attention whose visual queries are the unconfident tokens only.
 
@@ -186,9 +196,15 @@ class PCMANetQuerySelectedCrossAttention(nn.Module):
             queries = flat_tokens.index_select(0, selected)
             clip_of_query = torch.div(selected, num_frames * grid * grid, rounding_mode="floor")
         query = self._split_heads(self.visual_query(queries))
-        scores = torch.einsum("qhd,qthd->qht", query, audio_key.index_select(0, clip_of_query))
-        weights = (scores * self.scale).softmax(dim=-1)
-        attended = torch.einsum("qht,qthd->qhd", weights, audio_value.index_select(0, clip_of_query))
+        # Scores against every clip's audio keys, then each query's own clip: cheaper than copying
+        # T keys and values per query (clips are few, queries many).
+        scores = torch.einsum("qhd,cthd->qhct", query, audio_key)
+        own_clip = clip_of_query.view(-1, 1, 1, 1).expand(-1, self.num_heads, 1, num_frames)
+        weights = (scores.gather(2, own_clip).squeeze(2) * self.scale).softmax(dim=-1)
+        if clips == 1:
+            attended = torch.einsum("qht,thd->qhd", weights, audio_value[0])
+        else:
+            attended = torch.einsum("qht,qthd->qhd", weights, audio_value.index_select(0, clip_of_query))
         if selected is not None and self.detach_selected:
             attended = attended.detach()
         update = F.linear(attended.flatten(1), self.output_projection.weight)
@@ -202,7 +218,7 @@ class PCMANetQuerySelectedCrossAttention(nn.Module):
             guide = new_tokens.transpose(1, 2).reshape(frames, channels, grid, grid)
         else:
             guide = new_tokens.reshape(frames, channels, grid, grid)
-        guide = F.interpolate(guide, size=(height, width), mode="bilinear", align_corners=False)
+        guide = _resize_bilinear(guide, (height, width))
         return guide, new_audio
 
 
@@ -220,11 +236,9 @@ class PCMANetGuidedFusion(nn.Module):
         self, features: torch.Tensor, deeper: torch.Tensor | None, guide: torch.Tensor
     ) -> torch.Tensor:
         size = features.shape[-2:]
-        fused = features + self.guide_conv(
-            F.interpolate(guide, size=size, mode="bilinear", align_corners=False)
-        )
+        fused = features + self.guide_conv(_resize_bilinear(guide, size))
         if self.deeper_conv is not None:
-            deeper = F.interpolate(deeper, size=size, mode="bilinear", align_corners=False)
+            deeper = _resize_bilinear(deeper, size)
             fused = fused + self.deeper_conv(deeper)
         return self.output_conv(fused)
 
