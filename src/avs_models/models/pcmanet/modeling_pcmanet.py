@@ -86,8 +86,12 @@ class PCMANetAudioVisualGroupedAttention(nn.Module):
         frames, channels, height, width = visual.shape
         visual = self.grouped_conv(visual)
         grouped = visual.view(frames, self.groups, channels // self.groups, height, width)
-        audio = F.normalize(self.audio_mlp(audio), dim=1)[:, None, :, None, None]
-        similarity = (F.normalize(grouped, dim=2) * audio).sum(dim=2, keepdim=True)
+        audio = F.normalize(self.audio_mlp(audio), dim=1)
+        # Cosine similarity as dot product / norm, without writing a normalised copy of the map
+        # (F.normalize's rule: divide by max(norm, 1e-12)).
+        dot = torch.einsum("bgchw,bc->bghw", grouped, audio)
+        norm = torch.linalg.vector_norm(grouped, dim=2).clamp_min(1e-12)
+        similarity = (dot / norm).unsqueeze(2)
         return self.output_conv((grouped * similarity).view(frames, channels, height, width))
 
 
