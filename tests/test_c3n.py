@@ -424,3 +424,14 @@ def test_padded_frames_do_not_change_the_real_frames():
     torch.testing.assert_close(loss_padded, loss_real, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="frame_mask"):
         model(**inputs, frame_mask=torch.ones(2, 4))
+
+
+def test_trains_under_bf16_autocast():
+    model = tiny_vggish_c3n().train()
+    inputs = {"pixel_values": tiny_inputs()["pixel_values"], "input_features": log_mel_examples()}
+    labels = (torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5)) > 0.5).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(**inputs, labels=labels)
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.head.parameters())

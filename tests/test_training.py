@@ -1,6 +1,7 @@
 """Training: config files and presets, a real 2-process `accelerate launch` run, kill and resume."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_training import TINY_C3N, TINY_MODEL
 
 from avs_models import AutoModelForAudioVisualSegmentation, C3NForAudioVisualSegmentation
@@ -221,6 +223,35 @@ def test_c3n_trains_with_its_frozen_audio_encoder_and_saves_a_usable_model(tmp_p
     assert not torch.equal(trained["head.classifier.weight"], initial["head.classifier.weight"])
     processor = AudioVisualProcessor.from_pretrained(tmp_path / "out" / "final")
     assert processor.feature_extractor.model_input_names == ["input_features"]
+
+
+def test_bf16_mixed_precision_with_tensorboard_logging(tmp_path, data_dir):
+    output = tmp_path / "out"
+    config = load_training_config(
+        str(write_tiny_config(tmp_path, num_epochs=1, batch_size=2)),
+        [
+            f"data_dir={data_dir}",
+            f"output_dir={output}",
+            "mixed_precision=bf16",
+            "report_to=tensorboard",
+            "validation_split=test",
+        ],
+    )
+    trainer = Trainer(config)
+    assert trainer.accelerator.mixed_precision == "bf16"
+    state = trainer.train()
+    losses = [entry["loss"] for entry in state["history"] if "loss" in entry]
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+    final = AutoModelForAudioVisualSegmentation.from_pretrained(output / "final")
+    assert {parameter.dtype for parameter in final.parameters()} == {torch.float32}
+
+    runs = {events.parent for events in (output / "logs").rglob("events.out.tfevents.*")}
+    accumulators = [EventAccumulator(str(run)).Reload() for run in runs]
+    accumulator = next((acc for acc in accumulators if "loss" in acc.Tags()["scalars"]), None)
+    assert accumulator is not None, f"no TensorBoard run with the training loss in {sorted(runs)}"
+    logged_losses = [event.value for event in accumulator.Scalars("loss")]
+    assert logged_losses == pytest.approx(losses, rel=1e-6)
+    assert "val_miou" in accumulator.Tags()["scalars"]
 
 
 def test_exported_dataset_reads_like_the_official_layout(tmp_path, data_dir):

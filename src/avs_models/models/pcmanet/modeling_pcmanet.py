@@ -214,6 +214,7 @@ class PCMANetQuerySelectedCrossAttention(nn.Module):
         update = F.linear(attended.flatten(1), self.output_projection.weight)
 
         new_tokens = tokens.reshape(-1, channels) + self.output_projection.bias
+        update = update.to(new_tokens.dtype)  # autocast may give the projection a lower precision
         new_tokens = (
             new_tokens.index_add(0, selected, update) if selected is not None else new_tokens + update
         )
