@@ -35,18 +35,26 @@ VARIANTS = {
 FRAMES, SIZE = 5, 224
 
 
-def median_seconds(function, runs: int, device: torch.device) -> float:
-    function()  # warm-up
-    timings = []
+def interleaved_median_seconds(functions, runs: int, device: torch.device) -> list[float]:
+    """Median time of each function after a warm-up, timing them in turn within every run so
+    that a slow spell of a shared machine hits all of them alike."""
+    for function in functions:
+        function()  # warm-up
+    timings = [[] for _ in functions]
     for _ in range(runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+        for function, function_timings in zip(functions, timings):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            function()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            function_timings.append(time.perf_counter() - start)
+    return [statistics.median(function_timings) for function_timings in timings]
+
+
+def median_seconds(function, runs: int, device: torch.device) -> float:
+    return interleaved_median_seconds([function], runs, device)[0]
 
 
 def sgemm_gflops(device: torch.device, size: int = 2048, runs: int = 10) -> float:
@@ -110,11 +118,15 @@ def measure(variant: str, runs: int, device_name: str) -> dict:
 
 def to_markdown(results: list[dict], machine: dict) -> str:
     lines = [
-        f"Measured on: {machine['processor']}, {machine['threads']} threads, torch {machine['torch']}; "
-        f"sgemm {machine['sgemm_gflops']:.0f} GFLOP/s.",
+        (
+            f"Measured on: {machine['processor']}, {machine['threads']} threads, torch {machine['torch']}; "
+            f"sgemm {machine['sgemm_gflops']:.0f} GFLOP/s."
+        ),
         "",
-        "| model | params (M) | GFLOPs | latency (s) | sgemm floor (s) | latency / floor | peak memory (MiB) "
-        "| QSCA 100% (ms) | QSCA 50% (ms) | QSCA 10% (ms) | QSCA 10% / 100% |",
+        (
+            "| model | params (M) | GFLOPs | latency (s) | sgemm floor (s) | latency / floor | peak memory (MiB) "
+            "| QSCA 100% (ms) | QSCA 50% (ms) | QSCA 10% (ms) | QSCA 10% / 100% |"
+        ),
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in results:
@@ -142,7 +154,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     for variant in VARIANTS:
-        command = [sys.executable, __file__, "--variant", variant, "--runs", str(args.runs), "--device", args.device]
+        command = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            "--runs",
+            str(args.runs),
+            "--device",
+            args.device,
+        ]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
     machine = {

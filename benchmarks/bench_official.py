@@ -12,10 +12,12 @@ it at run time from a checkout you make yourself and point to with `--official-r
     python benchmarks/bench_official.py --official-repo AVS-C3N --model c3n-swin-b --runs 5
 
 Without `--model`, every model the checkout provides is measured. Each model runs in its own
-process: the official module is built, timed (warm-up, then the median over `--runs`) and its
-peak memory read (max RSS on CPU, the CUDA allocator's peak on GPU); then our model is built with
-the configuration of `bench_inference.py` / `bench_c3n.py`, given the official module's weights
-through the project's conversion code, and timed on the same tensors in the same process. Same
+process: the official module is built, run once and its peak memory read (max RSS on CPU, the
+CUDA allocator's peak on GPU); then our model is built with the configuration of
+`bench_inference.py` / `bench_c3n.py` and given the official module's weights through the
+project's conversion code. After a warm-up, each of the `--runs` rounds times the official
+forward and then ours on the same tensors, and the medians are reported: alternating keeps a slow
+spell of a shared machine from landing on one side only. Same
 weights mean both compute the same masks (the report gives the largest logit difference), and
 PCMANet's QSCA keeps the same share of tokens in both. The clip is the one of our benchmarks:
 one clip of 5 frames, 224x224, fp32, eval mode, VGGish embeddings (and AudioSet logits for C3N).
@@ -48,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import importlib
 import importlib.util
 import json
@@ -65,7 +66,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 from bench_c3n import VARIANTS as C3N_VARIANTS  # benchmarks/ is on sys.path when run as a script
-from bench_inference import FRAMES, SIZE, median_seconds
+from bench_inference import FRAMES, SIZE, interleaved_median_seconds
 from bench_inference import VARIANTS as PCMANET_VARIANTS
 
 from avs_models import C3NForAudioVisualSegmentation, PCMANetForAudioVisualSegmentation
@@ -264,38 +265,37 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_official(
-    variant: str, checkout: Path, inputs: list[torch.Tensor], similarity: torch.Tensor, runs: int
+def build_official_forward(
+    variant: str, checkout: Path, inputs: list[torch.Tensor], similarity: torch.Tensor
 ) -> dict:
-    """Latency, peak memory, parameters, last output and (CPU) weights of the official module."""
+    """The official module, a function running its forward (the output kept in `outputs`), its
+    parameter count, its (CPU) weights and the stand-ins its import needed."""
     device = inputs[0].device
     is_c3n = OFFICIAL_MODELS[variant].repo == "AVS-C3N"
     stand_ins = import_stand_ins()
     outputs = []
-    # The official C3N moves tensors with `.cuda()` in its constructor and forward.
-    keep_on_cpu = (
-        mock.patch.object(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
-        if device.type == "cpu"
-        else contextlib.nullcontext()
-    )
-    with keep_on_cpu:
+
+    def keep_on_cpu():
+        # The official C3N moves tensors with `.cuda()` in its constructor and forward.
+        if device.type != "cpu":
+            return contextlib.nullcontext()
+        return mock.patch.object(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
+
+    with keep_on_cpu():
         model = build_official(variant, checkout, similarity, stand_ins).to(device)
 
-        def forward():
+    def forward():
+        with keep_on_cpu():
             if is_c3n:  # gradients on: its Grad-CAM runs a backward pass, as in the official test.py
                 outputs[:] = [model(*inputs).detach()]
             else:
                 with torch.no_grad():
                     outputs[:] = [model(*inputs)[0]]
 
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        latency = median_seconds(forward, runs, device)
     return {
-        "latency_s": latency,
-        "peak_memory_mib": peak_memory_mib(device),
+        "forward": forward,
+        "outputs": outputs,
         "params": sum(parameter.numel() for parameter in model.parameters()),
-        "logits": outputs[0],
         "state_dict": {key: tensor.cpu() for key, tensor in model.state_dict().items()},
         "stand_ins": sorted(stand_ins),
     }
@@ -311,18 +311,24 @@ def measure(variant: str, checkout: Path, runs: int, device: torch.device) -> di
     if OFFICIAL_MODELS[variant].repo == "AVS-C3N":
         inputs["audio_logits"] = torch.randn(1, FRAMES, AUDIO_CLASSES, generator=generator).to(device)
     # The official forward takes the frames of the clip as the batch: [B*T, ...].
-    official = time_official(
-        variant, checkout, [tensor.flatten(0, 1) for tensor in inputs.values()], similarity, runs
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    official = build_official_forward(
+        variant, checkout, [tensor.flatten(0, 1) for tensor in inputs.values()], similarity
     )
+    official["forward"]()
+    # Peak memory so far belongs to the official module alone (ours is built after).
+    official_peak_memory = peak_memory_mib(device)
     ours = build_ours(variant, official.pop("state_dict"), similarity).to(device)
-    gc.collect()  # the official module (held in reference cycles by its Grad-CAM hooks) is freed
     outputs = []
 
     def our_forward():
         with torch.no_grad():
             outputs[:] = [ours(**inputs).logits.flatten(0, 1)]
 
-    our_latency = median_seconds(our_forward, runs, device)
+    official_latency, our_latency = interleaved_median_seconds(
+        [official["forward"], our_forward], runs, device
+    )
     return {
         "model": variant,
         "device": torch.cuda.get_device_name(device)
@@ -332,12 +338,12 @@ def measure(variant: str, checkout: Path, runs: int, device: torch.device) -> di
         "torch": torch.__version__,
         "clip": f"1 x {FRAMES} x 3 x {SIZE} x {SIZE}",
         "official_params_m": official["params"] / 1e6,
-        "official_latency_s": official["latency_s"],
-        "official_peak_memory_mib": official["peak_memory_mib"],
+        "official_latency_s": official_latency,
+        "official_peak_memory_mib": official_peak_memory,
         "our_params_m": sum(parameter.numel() for parameter in ours.parameters()) / 1e6,
         "our_latency_s": our_latency,
-        "official_over_ours": official["latency_s"] / our_latency,
-        "max_abs_logit_diff": (official["logits"] - outputs[0]).abs().max().item(),
+        "official_over_ours": official_latency / our_latency,
+        "max_abs_logit_diff": (official["outputs"][0] - outputs[0]).abs().max().item(),
         "stand_ins": official["stand_ins"],
     }
 
