@@ -31,6 +31,7 @@ from avs_models.models.beats.modeling_beats import (
     kaldi_fbank,
     relative_position_buckets,
 )
+from avs_models.models.label_names import AUDIOSET_CLASSES
 
 RATE = 16000
 TINY = {
@@ -515,10 +516,11 @@ def test_converted_checkpoint_matches_reference_forward(tmp_path):
 
 
 def test_conversion_of_label_dict_and_pretrained_checkpoints(tmp_path):
-    label_dict = {i: f"/m/{i:03d}" for i in range(5)}
+    # AudioSet machine ids are named through the bundled ontology; unknown ids stay as they are.
+    label_dict = {0: "/m/05tny_", 1: "/m/0k4j", 2: "/m/09x0r", 3: "/m/003", 4: "/m/004"}
     checkpoint = write_original_checkpoint(tmp_path / "ft.pt", TINY_ORIGINAL_CFG, label_dict=label_dict)
     model = convert_beats_checkpoint(checkpoint, tmp_path / "ft")
-    assert model.config.id2label == {i: f"/m/{i:03d}" for i in range(5)}
+    assert model.config.id2label == {0: "Bark", 1: "Car", 2: "Speech", 3: "/m/003", 4: "/m/004"}
 
     pretrained_cfg = {**TINY_ORIGINAL_CFG, "finetuned_model": False}
     checkpoint = write_original_checkpoint(tmp_path / "pt.pt", pretrained_cfg)
@@ -561,7 +563,7 @@ def test_conversion_errors(tmp_path):
     labels_csv = tmp_path / "labels.csv"
     labels_csv.write_text("index,mid,display_name\n0,/m/0,zero\n")
     checkpoint = write_original_checkpoint(tmp_path / "d.pt", TINY_ORIGINAL_CFG)
-    with pytest.raises(ValueError, match="names 1 classes but the predictor has 5"):
+    with pytest.raises(ValueError, match="names 1 classes but the classifier has 5"):
         convert_beats_checkpoint(checkpoint, tmp_path / "out", labels_csv=labels_csv)
     pretrained = write_original_checkpoint(tmp_path / "e.pt", {**TINY_ORIGINAL_CFG, "finetuned_model": False})
     with pytest.raises(ValueError, match="labels_csv"):
@@ -668,7 +670,12 @@ def test_full_size_converted_checkpoint_matches_reference(tmp_path):
     converted = model.config.to_diff_dict()
     assert converted.pop("architectures") == ["BeatsForAudioClassification"]
     assert converted.pop("dtype") == "float32"
-    assert converted == BeatsConfig().to_diff_dict()
+    # A 527-class predictor without label ids or a label file is named with the AudioSet ontology.
+    assert model.config.id2label == dict(enumerate(AUDIOSET_CLASSES))
+    expected = BeatsConfig().to_diff_dict()
+    for key in ("id2label", "label2id"):
+        converted.pop(key), expected.pop(key)
+    assert converted == expected
     inputs = torch.from_numpy(np.stack([chirp(1.0), 0.1 * chirp(1.0)[::-1]]))
     with torch.no_grad():
         output = model(inputs[:, None])

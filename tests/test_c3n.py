@@ -16,6 +16,7 @@ from avs_models.models.c3n import (
     load_official_similarity_matrix,
 )
 from avs_models.models.c3n.convert_c3n_original_to_hf import main as convert_main
+from avs_models.models.label_names import AUDIOSET_CLASSES, IMAGENET_1K_CLASSES
 
 NUM_VISUAL, NUM_AUDIO, AUDIO_DIM = 10, 7, 12
 
@@ -435,3 +436,19 @@ def test_trains_under_bf16_autocast():
     output.loss.backward()
     assert torch.isfinite(output.loss)
     assert all(torch.isfinite(p.grad).all() for p in model.head.parameters())
+
+
+def test_published_heads_get_a_similarity_matrix_from_the_bundled_class_names(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = C3NForAudioVisualSegmentation(
+        tiny_config(num_visual_classes=len(IMAGENET_1K_CLASSES), num_audio_classes=len(AUDIOSET_CLASSES))
+    )
+    matrix = model.compute_label_similarity_from_names()
+    assert matrix.shape == (1000, 527) and torch.equal(model.label_similarity, matrix)
+    golden_retriever, sports_car = (
+        IMAGENET_1K_CLASSES.index("golden retriever"),
+        IMAGENET_1K_CLASSES.index("sports car"),
+    )
+    dog, car = AUDIOSET_CLASSES.index("Dog"), AUDIOSET_CLASSES.index("Car")
+    assert matrix[golden_retriever, dog] > matrix[golden_retriever, car]
+    assert matrix[sports_car, car] > matrix[sports_car, dog]

@@ -40,6 +40,8 @@ def test_converted_checkpoint_matches_official_forward(parity_dir, tmp_path, var
     converted = tmp_path / "converted"
     convert_main(["--checkpoint", str(checkpoint), "--output-dir", str(converted)])
     model = AutoModelForAudioVisualSegmentation.from_pretrained(converted).eval()
+    # Without --similarity-matrix the script embedded the ImageNet-1k and AudioSet class names.
+    assert model.label_similarity.shape == (1000, 527) and model.label_similarity.std() > 0
     model.set_label_similarity(tensors["similarity_matrix"])
     if model.config.backbone_config.model_type == "swin":
         # The fixture recipe also overwrote Swin's relative-position index buffers (all zeros), and

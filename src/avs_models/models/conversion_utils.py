@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .label_names import AUDIOSET_CLASS_IDS, AUDIOSET_CLASSES
+
 # Public releases pickle numpy arrays next to their tensors; these data-only numpy constructors are
 # allowed in weights-only loading (both the numpy 1 and numpy 2 module paths of `_reconstruct`).
 NUMPY_SAFE_GLOBALS = [
@@ -31,6 +33,27 @@ def read_audioset_labels(path: str | Path) -> dict[int, str]:
     if not rows or not {"index", "display_name"} <= set(rows[0]):
         raise ValueError(f"{path} must be a CSV with `index` and `display_name` columns")
     return {int(row["index"]): row["display_name"] for row in rows}
+
+
+def audioset_labels(
+    num_labels: int, labels_csv: str | Path | None = None, class_ids: Mapping[int, str] | None = None
+) -> dict[int, str] | None:
+    """`id2label` of an AudioSet classifier with `num_labels` classes: the names in `labels_csv`
+    when given; else the bundled ontology names, in index order or, when the checkpoint names its
+    classes by AudioSet machine id (`class_ids`, index -> mid), through those ids; else None."""
+    if labels_csv is not None:
+        id2label = read_audioset_labels(labels_csv)
+    elif class_ids is not None:
+        names_by_id = dict(zip(AUDIOSET_CLASS_IDS, AUDIOSET_CLASSES))
+        id2label = {int(index): names_by_id.get(str(mid), str(mid)) for index, mid in class_ids.items()}
+    elif num_labels == len(AUDIOSET_CLASSES):
+        return dict(enumerate(AUDIOSET_CLASSES))
+    else:
+        return None
+    if sorted(id2label) != list(range(num_labels)):
+        source = labels_csv if labels_csv is not None else "the checkpoint's class ids"
+        raise ValueError(f"{source} names {len(id2label)} classes but the classifier has {num_labels}")
+    return id2label
 
 
 def load_state_dict_strictly(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -12,6 +12,7 @@ import yaml
 
 from avs_models.data import SUBSETS
 
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
 PRESETS = ("pcmanet_s4", "pcmanet_ms3", "pcmanet_avss", "c3n_s4", "c3n_ms3")
 
 
@@ -52,6 +53,12 @@ class TrainingConfig:
             )
         if self.optimizer.get("name", "adam").lower() not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer.name must be adam, adamw or sgd, got {self.optimizer.get('name')!r}")
+        if self.mixed_precision is False:  # YAML reads an unquoted `no` as false
+            self.mixed_precision = "no"
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(
+                f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}"
+            )
         if self.report_to not in (None, "tensorboard"):
             raise ValueError(f"report_to must be null or 'tensorboard', got {self.report_to!r}")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..conversion_utils import load_state_dict_strictly, read_audioset_labels
+from ..conversion_utils import audioset_labels, load_state_dict_strictly
 from .configuration_beats import BeatsConfig
 from .feature_extraction_beats import BeatsFeatureExtractor
 from .modeling_beats import BeatsForAudioClassification, BeatsModel
@@ -99,7 +99,8 @@ def convert_beats_checkpoint(
     """Convert and `save_pretrained` to `output_dir`; returns the converted model (eval mode).
 
     Class names come from `labels_csv` (AudioSet `class_labels_indices.csv`) when given, else from
-    the checkpoint's `label_dict` (AudioSet ids), else they stay `LABEL_i`.
+    the checkpoint's `label_dict` (AudioSet machine ids, named through the bundled ontology), else
+    AudioSet's for a 527-class predictor, else they stay `LABEL_i`.
     """
     checkpoint = load_original_checkpoint(checkpoint_path)
     state_dict = convert_beats_state_dict(checkpoint["model"])
@@ -113,15 +114,10 @@ def convert_beats_checkpoint(
     if has_classifier:
         num_labels = state_dict["classifier.weight"].shape[0]
         label_dict = checkpoint.get("label_dict")
-        if labels_csv is not None:
-            id2label = read_audioset_labels(labels_csv)
-        elif isinstance(label_dict, Mapping):
-            id2label = {int(index): str(label) for index, label in label_dict.items()}
-        else:
-            id2label = {index: f"LABEL_{index}" for index in range(num_labels)}
-        if sorted(id2label) != list(range(num_labels)):
-            source = labels_csv if labels_csv is not None else "the checkpoint's label_dict"
-            raise ValueError(f"{source} names {len(id2label)} classes but the predictor has {num_labels}")
+        class_ids = label_dict if isinstance(label_dict, Mapping) else None
+        id2label = audioset_labels(num_labels, labels_csv, class_ids) or {
+            index: f"LABEL_{index}" for index in range(num_labels)
+        }
         config_kwargs["id2label"] = id2label
         config_kwargs["label2id"] = {label: index for index, label in id2label.items()}
     config = BeatsConfig.from_original_config(checkpoint["cfg"], **config_kwargs)

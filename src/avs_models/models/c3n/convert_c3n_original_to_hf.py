@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--similarity-matrix",
         type=Path,
-        help="official similarity_matrix.h5 (ImageNet x AudioSet) to store in the model",
+        help="official similarity_matrix.h5 (ImageNet x AudioSet) to store in the model; without it the "
+        "matrix is computed from the class names with sentence-transformers",
     )
     parser.add_argument(
         "--audio-encoder-dir",
@@ -221,6 +222,9 @@ def main(argv: list[str] | None = None) -> None:
         official = official["state_dict"]
     similarity = load_official_similarity_matrix(args.similarity_matrix) if args.similarity_matrix else None
     model = load_converted_model(official, similarity, args.audio_encoder_dir)
+    if similarity is None:
+        # Without the authors' matrix, embed the heads' class names (ImageNet-1k, AudioSet).
+        model.compute_label_similarity_from_names()
     model.save_pretrained(args.output_dir)
     print(f"saved {type(model).__name__} ({model.config.backbone_config.model_type}) to {args.output_dir}")
 

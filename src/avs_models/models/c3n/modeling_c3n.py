@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.backbone_utils import load_backbone
 from transformers.utils import ModelOutput
 
+from ..label_names import AUDIOSET_CLASSES, IMAGENET_1K_CLASSES
 from .configuration_c3n import C3NConfig
 from .label_similarity import compute_label_similarity
 
@@ -275,20 +276,27 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
     ) -> torch.Tensor:
         """Embed the class names with sentence-transformers and store their cosine similarities.
 
-        Names default to `config.visual_label_names` / `config.audio_label_names` (else the audio
-        encoder's `id2label` when it holds real names), the model to
+        Names default to `config.visual_label_names` / `config.audio_label_names`, else the audio
+        encoder's `id2label` when it holds real names, else the bundled ImageNet-1k (1000 visual
+        classes) and AudioSet (527 audio classes) names; the model defaults to
         `config.label_embedding_model` (the offline all-MiniLM-L6-v2 package when `None`).
         """
-        visual = visual_label_names if visual_label_names is not None else self.config.visual_label_names
-        audio = audio_label_names if audio_label_names is not None else self.config.audio_label_names
-        if audio is None and self.config.audio_config is not None:
-            audio = _named_labels(self.config.audio_config)
+        config = self.config
+        visual = visual_label_names if visual_label_names is not None else config.visual_label_names
+        audio = audio_label_names if audio_label_names is not None else config.audio_label_names
+        if audio is None and config.audio_config is not None:
+            audio = _named_labels(config.audio_config)
+        # The heads of the published models: ImageNet-1k and AudioSet.
+        if visual is None and config.num_visual_classes == len(IMAGENET_1K_CLASSES):
+            visual = list(IMAGENET_1K_CLASSES)
+        if audio is None and config.num_audio_classes == len(AUDIOSET_CLASSES):
+            audio = list(AUDIOSET_CLASSES)
         if visual is None or audio is None:
             raise ValueError(
                 "visual_label_names and audio_label_names are needed (pass them or set them in the config)"
             )
         matrix = compute_label_similarity(
-            visual, audio, label_embedding_model or self.config.label_embedding_model
+            visual, audio, label_embedding_model or config.label_embedding_model
         )
         self.set_label_similarity(matrix)
         return matrix

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..conversion_utils import NUMPY_SAFE_GLOBALS, load_state_dict_strictly, read_audioset_labels
+from ..conversion_utils import NUMPY_SAFE_GLOBALS, audioset_labels, load_state_dict_strictly
 from .configuration_panns import PannsConfig
 from .feature_extraction_panns import PannsFeatureExtractor
 from .modeling_panns import PannsForAudioClassification, PannsModel, hann_dft_kernels, slaney_mel_filters
@@ -83,9 +83,10 @@ def config_from_state_dict(
     hop_size: int = 160,
     fmin: float = 50.0,
     fmax: float = 8000.0,
-    id2label: dict[int, str] | None = None,
+    labels_csv: str | Path | None = None,
 ) -> PannsConfig:
-    """A `PannsConfig` with the layer sizes of `state_dict` and the given signal parameters."""
+    """A `PannsConfig` with the layer sizes of `state_dict` and the given signal parameters; class
+    names from `labels_csv`, else AudioSet's for a 527-class classifier."""
     block_channels = []
     while f"conv_block{len(block_channels) + 1}.conv1.weight" in state_dict:
         block_channels.append(state_dict[f"conv_block{len(block_channels) + 1}.conv1.weight"].shape[0])
@@ -103,12 +104,9 @@ def config_from_state_dict(
     }
     if "fc_audioset.weight" in state_dict:
         num_labels = state_dict["fc_audioset.weight"].shape[0]
-        if id2label is not None and len(id2label) != num_labels:
-            raise ValueError(
-                f"the label file names {len(id2label)} classes but the classifier has {num_labels}"
-            )
+        id2label = audioset_labels(num_labels, labels_csv)
         config_kwargs.update({"id2label": id2label} if id2label is not None else {"num_labels": num_labels})
-    elif id2label is not None:
+    elif labels_csv is not None:
         raise ValueError("labels only apply to a checkpoint with a classifier (fc_audioset)")
     return PannsConfig(**config_kwargs)
 
@@ -197,8 +195,7 @@ def convert_panns_checkpoint(
 ) -> PannsModel | PannsForAudioClassification:
     """Convert and `save_pretrained` to `output_dir`; returns the converted model (eval mode)."""
     state_dict = load_checkpoint(checkpoint_path)
-    id2label = read_audioset_labels(labels_csv) if labels_csv is not None else None
-    config = config_from_state_dict(state_dict, sample_rate, hop_size, fmin, fmax, id2label)
+    config = config_from_state_dict(state_dict, sample_rate, hop_size, fmin, fmax, labels_csv)
     check_front_end(state_dict, config)
     model_class = PannsForAudioClassification if "fc_audioset.weight" in state_dict else PannsModel
     model = model_class(config)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..conversion_utils import NUMPY_SAFE_GLOBALS, load_state_dict_strictly, read_audioset_labels
+from ..conversion_utils import NUMPY_SAFE_GLOBALS, audioset_labels, load_state_dict_strictly
 from .configuration_vggish import VGGishConfig
 from .feature_extraction_vggish import VGGishFeatureExtractor
 from .modeling_vggish import VGGishForAudioClassification, VGGishModel
@@ -144,14 +144,9 @@ def convert_vggish_checkpoint(
         head_state_dict = convert_head_state_dict(load_checkpoint(head_checkpoint_path))
         if "classifier.weight" not in head_state_dict:
             raise ValueError("missing key in the classification head checkpoint: fc_final.weight")
-        config_kwargs["num_labels"] = head_state_dict["classifier.weight"].shape[0]
-    if labels_csv is not None:
-        id2label = read_audioset_labels(labels_csv)
-        if len(id2label) != config_kwargs["num_labels"]:
-            raise ValueError(
-                f"{labels_csv} names {len(id2label)} classes but the head has {config_kwargs['num_labels']}"
-            )
-        config_kwargs = {"postprocess": postprocess, "id2label": id2label}
+        num_labels = head_state_dict["classifier.weight"].shape[0]
+        id2label = audioset_labels(num_labels, labels_csv)
+        config_kwargs.update({"id2label": id2label} if id2label is not None else {"num_labels": num_labels})
     config = VGGishConfig(**config_kwargs)
 
     encoder_state_dict = convert_vggish_state_dict(load_checkpoint(checkpoint_path), config)
