@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import subprocess
-import sys
 
 import torch
-from bench_inference import median_seconds  # benchmarks/ is on sys.path when run as a script
+from bench_inference import (  # benchmarks/ is on sys.path when run as a script
+    median_seconds,
+    peak_memory_mib,
+    run_child,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from avs_models import C3NConfig, C3NForAudioVisualSegmentation
@@ -51,10 +52,7 @@ def measure(variant: str, runs: int, device: torch.device) -> dict:
     with counter:
         forward()
     latency = median_seconds(forward, runs, device)
-    if device.type == "cuda":
-        peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_memory_mib(device)
     return {
         "variant": variant,
         "device": torch.cuda.get_device_name(device)
@@ -81,23 +79,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     for variant in VARIANTS:
-        command = [
-            sys.executable,
-            __file__,
-            "--variant",
-            variant,
-            "--runs",
-            str(args.runs),
-            "--device",
-            args.device,
-        ]
-        line = (
-            subprocess.run(command, check=True, capture_output=True, text=True)
-            .stdout.strip()
-            .splitlines()[-1]
+        results.append(
+            run_child(__file__, "--variant", variant, "--runs", str(args.runs), "--device", args.device)
         )
-        results.append(json.loads(line))
-        print(line)
+        print(json.dumps(results[-1]))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -55,6 +56,22 @@ def interleaved_median_seconds(functions, runs: int, device: torch.device) -> li
 
 def median_seconds(function, runs: int, device: torch.device) -> float:
     return interleaved_median_seconds([function], runs, device)[0]
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak memory of this process so far: the CUDA allocator's peak on GPU, max RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(script: str, *arguments: str) -> dict:
+    """Run `script` with `arguments` in a fresh Python process (so that its peak memory is its own)
+    and return the JSON result it prints on its last line; its error output if it fails."""
+    child = subprocess.run([sys.executable, script, *arguments], check=False, capture_output=True, text=True)
+    if child.returncode != 0:
+        sys.exit(f"{Path(script).name} {' '.join(arguments)} failed:\n{child.stderr.strip()}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def sgemm_gflops(device: torch.device, size: int = 2048, runs: int = 10) -> float:
@@ -98,10 +115,7 @@ def measure(variant: str, runs: int, device_name: str) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         latency = median_seconds(lambda: model(**inputs), runs, device)
-    if device.type == "cuda":
-        peak_mib = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_memory_mib(device)
     gflops = counter.get_total_flops() / 1e9
     qsca = {f"{int(ratio * 100)}%": qsca_seconds(model, ratio, runs, device) for ratio in (1.0, 0.5, 0.1)}
     return {
@@ -152,20 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.variant:  # child process: one model, result on stdout
         print(json.dumps(measure(args.variant, args.runs, args.device)))
         return
-    results = []
-    for variant in VARIANTS:
-        command = [
-            sys.executable,
-            __file__,
-            "--variant",
-            variant,
-            "--runs",
-            str(args.runs),
-            "--device",
-            args.device,
-        ]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        results.append(json.loads(output.strip().splitlines()[-1]))
+    results = [
+        run_child(__file__, "--variant", variant, "--runs", str(args.runs), "--device", args.device)
+        for variant in VARIANTS
+    ]
     machine = {
         "processor": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),

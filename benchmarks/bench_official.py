@@ -54,8 +54,6 @@ import importlib
 import importlib.util
 import json
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import types
@@ -66,7 +64,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 from bench_c3n import VARIANTS as C3N_VARIANTS  # benchmarks/ is on sys.path when run as a script
-from bench_inference import FRAMES, SIZE, interleaved_median_seconds
+from bench_inference import FRAMES, SIZE, interleaved_median_seconds, peak_memory_mib, run_child
 from bench_inference import VARIANTS as PCMANET_VARIANTS
 
 from avs_models import C3NForAudioVisualSegmentation, PCMANetForAudioVisualSegmentation
@@ -259,12 +257,6 @@ def build_ours(
     return model.eval()
 
 
-def peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def build_official_forward(
     variant: str, checkout: Path, inputs: list[torch.Tensor], similarity: torch.Tensor
 ) -> dict:
@@ -430,12 +422,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     for variant in models:
-        command = [sys.executable, __file__, "--in-process", "--official-repo", str(args.official_repo)]
-        command += ["--model", variant, "--runs", str(args.runs), "--device", args.device]
-        child = subprocess.run(command, check=False, capture_output=True, text=True)
-        if child.returncode != 0:
-            sys.exit(f"measuring {variant} failed:\n{child.stderr.strip()}")
-        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        arguments = ["--in-process", "--official-repo", str(args.official_repo), "--model", variant]
+        results.append(run_child(__file__, *arguments, "--runs", str(args.runs), "--device", args.device))
         print(
             f"{variant}: official {results[-1]['official_latency_s']:.3f} s, ours {results[-1]['our_latency_s']:.3f} s"
         )
