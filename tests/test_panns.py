@@ -349,7 +349,7 @@ def test_shortest_accepted_input():
     model = PannsModel(config).eval()
     with torch.no_grad():
         assert model(noisy_waveforms(2, 480)).embeddings.shape == (2, 16)
-    with pytest.raises(ValueError, match="at least 480 samples"):
+    with pytest.raises(ValueError, match="at least 480 "):
         model(noisy_waveforms(2, 479))
 
 

@@ -209,6 +209,32 @@ class WaveformSegmentFeatureExtractor(SegmentFeatureExtractor):
         return segments.astype(np.float32)
 
 
+def flatten_waveforms(
+    input_values: torch.Tensor, min_num_samples: int, sampling_rate: int
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Check `[N, samples]` or `[B, T, samples]` waveforms; return them as `[N, samples]` and the
+    leading dims (the encoders' outputs keep them)."""
+    if not isinstance(input_values, torch.Tensor):
+        raise TypeError(f"`input_values` must be a torch.Tensor, got {type(input_values).__name__}")
+    if not input_values.is_floating_point():
+        raise TypeError(
+            f"`input_values` must be a float tensor (waveforms in [-1, 1]), got dtype {input_values.dtype}"
+        )
+    if input_values.dim() not in (2, 3):
+        raise ValueError(
+            f"`input_values` must have shape [N, samples] or [B, T, samples] (waveforms at {sampling_rate} Hz), "
+            f"got {tuple(input_values.shape)}"
+        )
+    if input_values.numel() == 0:
+        raise ValueError(f"`input_values` is empty (shape {tuple(input_values.shape)})")
+    if input_values.shape[-1] < min_num_samples:
+        raise ValueError(
+            f"`input_values` are too short: {input_values.shape[-1]} samples per waveform, but the model needs "
+            f"at least {min_num_samples} ({min_num_samples / sampling_rate:.3f} s at {sampling_rate} Hz)"
+        )
+    return input_values.reshape(-1, input_values.shape[-1]), tuple(input_values.shape[:-1])
+
+
 def multi_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of AudioSet-style multi-hot `labels` against `logits` of the same shape."""
     if labels.shape != logits.shape:

@@ -22,7 +22,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
-from ..audio_utils import multi_label_loss
+from ..audio_utils import flatten_waveforms, multi_label_loss
 from .configuration_beats import BeatsConfig
 
 # Kaldi fbank settings of BEATs (torchaudio's `kaldi.fbank` defaults, which BEATs keeps): no dither,
@@ -407,31 +407,6 @@ class BeatsPreTrainedModel(PreTrainedModel):
             init.ones_(module.gate_scale)
 
 
-def _flatten_waveforms(
-    input_values: torch.Tensor, config: BeatsConfig
-) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Validate `[N, samples]` or `[B, T, samples]` waveforms; return `[N, samples]` and the leading dims."""
-    if not isinstance(input_values, torch.Tensor):
-        raise TypeError(f"`input_values` must be a torch.Tensor, got {type(input_values).__name__}")
-    if not input_values.is_floating_point():
-        raise TypeError(
-            f"`input_values` must be a float tensor (waveforms in [-1, 1]), got dtype {input_values.dtype}"
-        )
-    if input_values.dim() not in (2, 3):
-        raise ValueError(
-            f"`input_values` must have shape [N, samples] or [B, T, samples] (16 kHz waveforms), "
-            f"got {tuple(input_values.shape)}"
-        )
-    if input_values.shape[-1] < config.min_num_samples:
-        raise ValueError(
-            f"`input_values` has {input_values.shape[-1]} samples per waveform, but BEATs needs at least "
-            f"{config.min_num_samples} ({config.patch_size} fbank frames, "
-            f"{config.min_num_samples / config.sampling_rate:.3f} s at {config.sampling_rate} Hz)"
-        )
-    leading_dims = tuple(input_values.shape[:-1])
-    return input_values.reshape(-1, input_values.shape[-1]), leading_dims
-
-
 class BeatsModel(BeatsPreTrainedModel):
     """The BEATs encoder: waveforms -> patch-token hidden states and their mean (`embeddings`).
 
@@ -480,7 +455,9 @@ class BeatsModel(BeatsPreTrainedModel):
             [`BeatsModelOutput`] with `last_hidden_state` `[..., tokens, hidden_size]` and
             `embeddings` `[..., hidden_size]` (48 tokens for one second of audio).
         """
-        waveforms, leading_dims = _flatten_waveforms(input_values, self.config)
+        waveforms, leading_dims = flatten_waveforms(
+            input_values, self.config.min_num_samples, self.config.sampling_rate
+        )
         fbank = self.fbank_features(waveforms).to(self.patch_embedding.convolution.weight.dtype)
         tokens = self.patch_embedding(fbank)
         last_hidden_state, hidden_states = self.encoder(

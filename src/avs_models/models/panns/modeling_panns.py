@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ..audio_utils import multi_label_loss
+from ..audio_utils import flatten_waveforms, multi_label_loss
 from .configuration_panns import PannsConfig
 
 # Slaney's mel scale (librosa's default, `htk=False`): linear below 1 kHz, logarithmic above.
@@ -183,30 +183,6 @@ class PannsPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
-def _flatten_waveforms(
-    input_values: torch.Tensor, config: PannsConfig
-) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Validate `[N, samples]` or `[B, T, samples]` input; return `[N, samples]` and the leading dims."""
-    if not isinstance(input_values, torch.Tensor):
-        raise TypeError(f"`input_values` must be a torch.Tensor, got {type(input_values).__name__}")
-    if not input_values.is_floating_point():
-        raise TypeError(f"`input_values` must be a float tensor, got dtype {input_values.dtype}")
-    if input_values.dim() not in (2, 3):
-        raise ValueError(
-            "`input_values` must have shape [N, samples] or [B, T, samples] (waveforms at "
-            f"{config.sample_rate} Hz), got {tuple(input_values.shape)}"
-        )
-    if input_values.shape[-1] < config.min_num_samples:
-        raise ValueError(
-            f"`input_values` are too short: {input_values.shape[-1]} samples, but the model needs at least "
-            f"{config.min_num_samples} samples per waveform (shape {tuple(input_values.shape)})"
-        )
-    if input_values.numel() == 0:
-        raise ValueError(f"`input_values` is empty (shape {tuple(input_values.shape)})")
-    leading_dims = tuple(input_values.shape[:-1])
-    return input_values.reshape(-1, input_values.shape[-1]), leading_dims
-
-
 class PannsModel(PannsPreTrainedModel):
     """The Cnn14 encoder: waveforms -> 2048-d embeddings.
 
@@ -247,7 +223,9 @@ class PannsModel(PannsPreTrainedModel):
         Returns:
             [`PannsModelOutput`] with `embeddings` `[N, 2048]` or `[B, T, 2048]`.
         """
-        waveforms, leading_dims = _flatten_waveforms(input_values, self.config)
+        waveforms, leading_dims = flatten_waveforms(
+            input_values, self.config.min_num_samples, self.config.sample_rate
+        )
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
