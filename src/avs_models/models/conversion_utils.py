@@ -1,8 +1,9 @@
-"""Helpers shared by the conversion scripts of the audio encoders (VGGish, PANNs, BEATs)."""
+"""Helpers shared by the conversion scripts: safe checkpoint reading, strict loading, AudioSet names."""
 
 from __future__ import annotations
 
 import csv
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,16 +12,40 @@ import torch
 
 from .label_names import AUDIOSET_CLASS_IDS, AUDIOSET_CLASSES
 
-# Public releases pickle numpy arrays next to their tensors; these data-only numpy constructors are
-# allowed in weights-only loading (both the numpy 1 and numpy 2 module paths of `_reconstruct`).
+# Public releases pickle numpy arrays and scalars next to their tensors (VGGish's PCA parameters,
+# the data-sampler state of PANNs training checkpoints); these data-only numpy constructors are
+# allowed in weights-only loading (both the numpy 1 and numpy 2 module paths where they moved).
 NUMPY_SAFE_GLOBALS = [
     np._core.multiarray._reconstruct,
     (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    np._core.multiarray.scalar,
+    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
     np.ndarray,
     np.dtype,
     np.dtypes.Float64DType,
     np.dtypes.Float32DType,
+    np.dtypes.Int64DType,
+    np.dtypes.Int32DType,
+    np.dtypes.UInt32DType,
 ]
+
+
+def load_weights_only(path: str | Path):
+    """`torch.load(path, weights_only=True)` on CPU, with the numpy data types above allowed.
+
+    A missing file raises `FileNotFoundError`; an object that weights-only loading refuses (code, not
+    data) raises `ValueError`; both name the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} holds objects that weights-only loading refuses (not tensors or plain data): {error}"
+        ) from error
 
 
 def read_audioset_labels(path: str | Path) -> dict[int, str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..conversion_utils import audioset_labels, load_state_dict_strictly
+from ..conversion_utils import audioset_labels, load_state_dict_strictly, load_weights_only
 from .configuration_beats import BeatsConfig
 from .feature_extraction_beats import BeatsFeatureExtractor
 from .modeling_beats import BeatsForAudioClassification, BeatsModel
@@ -54,10 +54,7 @@ _SHARED_POSITION_BIAS = re.compile(r"^encoder\.layers\.(\d+)\.self_attn\.relativ
 
 def load_original_checkpoint(path: str | Path) -> dict:
     """`torch.load(weights_only=True)` of an official BEATs checkpoint; checks its `cfg` and `model` entries."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("model"), Mapping):
         raise TypeError(
             f"{path} is not an official BEATs checkpoint: expected a dict with a `model` state dict"

@@ -23,6 +23,7 @@ from ..backbones import (
     pvt_v2_b5_backbone_config,
     swin_base_backbone_config,
 )
+from ..conversion_utils import load_weights_only
 from ..panns.configuration_panns import PannsConfig
 from .configuration_c3n import C3NConfig
 from .label_similarity import load_official_similarity_matrix
@@ -215,9 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         help="converted audio classifier folder (VGGish with AudioSet head, PANNs or BEATs) to embed in the model",
     )
     args = parser.parse_args(argv)
-    if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
-    official = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    official = load_weights_only(args.checkpoint)
     if isinstance(official, dict) and "state_dict" in official:
         official = official["state_dict"]
     similarity = load_official_similarity_matrix(args.similarity_matrix) if args.similarity_matrix else None

@@ -19,28 +19,15 @@ are read from the checkpoint; the sample rate, hop and mel band edges cannot be,
 from __future__ import annotations
 
 import argparse
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..conversion_utils import NUMPY_SAFE_GLOBALS, audioset_labels, load_state_dict_strictly
+from ..conversion_utils import audioset_labels, load_state_dict_strictly, load_weights_only
 from .configuration_panns import PannsConfig
 from .feature_extraction_panns import PannsFeatureExtractor
 from .modeling_panns import PannsForAudioClassification, PannsModel, hann_dft_kernels, slaney_mel_filters
-
-# Training checkpoints of PANNs also pickle their data sampler's state (numpy integer arrays);
-# these data-only numpy constructors are allowed in weights-only loading.
-_SAFE_GLOBALS = [
-    *NUMPY_SAFE_GLOBALS,
-    np._core.multiarray.scalar,
-    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
-    np.dtypes.Int64DType,
-    np.dtypes.Int32DType,
-    np.dtypes.UInt32DType,
-]
 
 _STFT_REAL_KEY = "spectrogram_extractor.stft.conv_real.weight"
 _STFT_IMAGINARY_KEY = "spectrogram_extractor.stft.conv_imag.weight"
@@ -52,16 +39,7 @@ _FRONT_END_TOLERANCE = 1e-5
 
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """`torch.load(weights_only=True)` of a PANNs checkpoint; returns the state dict (the `model` entry)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path} holds objects that weights-only loading refuses (not tensors or plain data): {error}"
-        ) from error
+    checkpoint = load_weights_only(path)
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("model"), Mapping):
         checkpoint = checkpoint["model"]
     if not isinstance(checkpoint, Mapping) or not all(

@@ -29,6 +29,7 @@ from ..backbones import (
     rename_official_resnet_key,
     resnet50_backbone_config,
 )
+from ..conversion_utils import load_weights_only
 from .configuration_pcmanet import PCMANetConfig
 from .modeling_pcmanet import PCMANetForAudioVisualSegmentation
 
@@ -48,7 +49,7 @@ _UNUSED_OFFICIAL_KEY = re.compile(r"^(resnet\.layer[34]_2\.|gf4\.seq2\.)")
 
 def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an official `.pth` safely and strip the `module.` prefix of DataParallel training."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_weights_only(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..conversion_utils import NUMPY_SAFE_GLOBALS, audioset_labels, load_state_dict_strictly
+from ..conversion_utils import audioset_labels, load_state_dict_strictly, load_weights_only
 from .configuration_vggish import VGGishConfig
 from .feature_extraction_vggish import VGGishFeatureExtractor
 from .modeling_vggish import VGGishForAudioClassification, VGGishModel
@@ -47,11 +47,7 @@ _HEAD_PREFIXES = {
 
 def load_checkpoint(path: str | Path) -> dict:
     """`torch.load(weights_only=True)` of a state dict; accepts `{"state_dict": ...}` wrappers."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_weights_only(path)
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping):
