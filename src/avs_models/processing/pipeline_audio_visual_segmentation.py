@@ -10,6 +10,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import Pipeline
 
+from ..models.audio_utils import validated_count
+
 PIPELINE_TASK = "audio-visual-segmentation"
 
 
@@ -48,13 +50,7 @@ class AudioVisualSegmentationPipeline(Pipeline):
             raise TypeError(f"unexpected arguments for the {PIPELINE_TASK} pipeline: {sorted(kwargs)}")
         forward_params, postprocess_params = {}, {}
         if clip_batch_size is not None:
-            if (
-                isinstance(clip_batch_size, bool)
-                or not isinstance(clip_batch_size, int)
-                or clip_batch_size < 1
-            ):
-                raise ValueError(f"`clip_batch_size` must be a positive integer, got {clip_batch_size!r}")
-            forward_params["clip_batch_size"] = clip_batch_size
+            forward_params["clip_batch_size"] = validated_count("clip_batch_size", clip_batch_size)
         if show_progress is not None:
             forward_params["show_progress"] = show_progress
         if threshold is not None:

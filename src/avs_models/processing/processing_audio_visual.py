@@ -13,7 +13,7 @@ from transformers.feature_extraction_utils import FeatureExtractionMixin
 from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING
 from transformers.processing_utils import ProcessorMixin
 
-from ..models.audio_utils import to_mono_float_waveform, validate_sampling_rate
+from ..models.audio_utils import to_mono_float_waveform, validate_sampling_rate, validated_count
 from ..models.vggish.feature_extraction_vggish import VGGishFeatureExtractor
 from .video_io import DecodedClip, read_audio_file, read_frame_folder, read_video
 
@@ -64,8 +64,7 @@ class AudioVisualProcessor(ProcessorMixin):
         max_length_mismatch: float = 1.0,
         **kwargs,
     ):
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-            raise ValueError(f"`num_frames` must be a positive integer, got {num_frames!r}")
+        num_frames = validated_count("num_frames", num_frames)
         if not 0.0 < frame_time <= 1.0:
             raise ValueError(f"`frame_time` must lie in (0, 1], got {frame_time}")
         if max_length_mismatch < 0:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
+from ..audio_utils import validated_count
+
 # Defaults of the official `BEATsConfig`: a checkpoint's `cfg` dict only overrides some of them.
 ORIGINAL_CONFIG_DEFAULTS = {
     "input_patch_size": -1,
@@ -206,9 +208,7 @@ class BeatsConfig(PreTrainedConfig):
             "positional_conv_kernel_size",
             "positional_conv_groups",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+            setattr(self, name, validated_count(name, getattr(self, name)))
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "

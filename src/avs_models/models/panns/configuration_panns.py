@@ -2,6 +2,8 @@
 
 from transformers import PreTrainedConfig
 
+from ..audio_utils import validated_count
+
 
 class PannsConfig(PreTrainedConfig):
     r"""Configuration of [`PannsModel`] and [`PannsForAudioClassification`].
@@ -63,9 +65,7 @@ class PannsConfig(PreTrainedConfig):
             kwargs.setdefault("num_labels", 527)  # the AudioSet ontology
         self.block_channels = [int(channels) for channels in self.block_channels]
         for name in ("sample_rate", "window_size", "hop_size", "num_mel_bins", "embedding_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+            setattr(self, name, validated_count(name, getattr(self, name)))
         if not self.block_channels or any(channels < 1 for channels in self.block_channels):
             raise ValueError(
                 f"`block_channels` must be a non-empty list of positive integers, got {self.block_channels}"
