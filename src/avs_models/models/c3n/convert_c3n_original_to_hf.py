@@ -104,8 +104,11 @@ def _convert_head_key(key: str) -> str | None:
     raise KeyError(f"Unexpected key in official C3N checkpoint: {key!r}")
 
 
-def convert_c3n_state_dict(official: dict[str, torch.Tensor]) -> tuple[C3NConfig, dict[str, torch.Tensor]]:
-    """Config and `C3NForAudioVisualSegmentation` state dict for an official C3N state dict."""
+def convert_c3n_state_dict(
+    official: dict[str, torch.Tensor], **config_overrides
+) -> tuple[C3NConfig, dict[str, torch.Tensor]]:
+    """Config (the checkpoint's sizes plus `config_overrides`) and `C3NForAudioVisualSegmentation`
+    state dict for an official C3N state dict."""
     official = {key.removeprefix("module."): tensor for key, tensor in official.items()}
     backbone_state = {
         k[len(BACKBONE_PREFIX) :]: v for k, v in official.items() if k.startswith(BACKBONE_PREFIX)
@@ -133,6 +136,7 @@ def convert_c3n_state_dict(official: dict[str, torch.Tensor]) -> tuple[C3NConfig
         num_visual_classes=backbone_state["head.weight"].shape[0],
         audio_embed_dim=official["tpavi_1.align_channel.weight"].shape[1],
         hidden_size=official["conv1.conv.weight"].shape[0],
+        **config_overrides,
     )
     return config, converted
 
@@ -169,17 +173,20 @@ def load_converted_model(
     The official models take audio embeddings and logits; with `audio_encoder_dir` (a converted
     VGGish-with-AudioSet-head, PANNs or BEATs folder) the model computes them from raw audio.
     """
-    config, converted = convert_c3n_state_dict(official)
     audio_encoder = (
         AutoModelForAudioClassification.from_pretrained(audio_encoder_dir) if audio_encoder_dir else None
     )
+    audio_overrides = {}
     if audio_encoder is not None:
-        config.audio_config = audio_encoder.config
-        # C3N_panns fed Cnn14's sigmoid outputs (clipwise_output) to the consensus.
-        config.audio_score_activation = (
-            "sigmoid" if audio_encoder.config.model_type == PannsConfig.model_type else "none"
-        )
-        config._check_audio_config()
+        audio_overrides = {
+            "audio_config": audio_encoder.config,
+            # C3N_panns fed Cnn14's sigmoid outputs (clipwise_output) to the consensus.
+            "audio_score_activation": "sigmoid"
+            if audio_encoder.config.model_type == PannsConfig.model_type
+            else "none",
+        }
+    config, converted = convert_c3n_state_dict(official, **audio_overrides)
+    if audio_encoder is not None:
         converted.update({f"audio_encoder.{k}": v for k, v in audio_encoder.state_dict().items()})
     model = C3NForAudioVisualSegmentation(config)
     expected = model.state_dict()
