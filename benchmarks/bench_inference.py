@@ -65,6 +65,17 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def write_report(report, table: str | None, json_path: str | None, markdown_path: str | None) -> None:
+    """Print the results as JSON (and the Markdown table), and write them where asked."""
+    print(json.dumps(report, indent=2))
+    if table is not None:
+        print(table)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2))
+    if markdown_path and table is not None:
+        Path(markdown_path).write_text(table)
+
+
 def run_child(script: str, *arguments: str) -> dict:
     """Run `script` with `arguments` in a fresh Python process (so that its peak memory is its own)
     and return the JSON result it prints on its last line; its error output if it fails."""
@@ -176,16 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "sgemm_gflops": sgemm_gflops(torch.device(args.device)),
     }
-    report = {"machine": machine, "results": results}
-    print(json.dumps(report, indent=2))
-    table = to_markdown(results, machine)
-    print(table)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(table)
+    write_report(
+        {"machine": machine, "results": results}, to_markdown(results, machine), args.json, args.markdown
+    )
 
 
 if __name__ == "__main__":

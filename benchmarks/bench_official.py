@@ -64,7 +64,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 from bench_c3n import VARIANTS as C3N_VARIANTS  # benchmarks/ is on sys.path when run as a script
-from bench_inference import FRAMES, SIZE, interleaved_median_seconds, peak_memory_mib, run_child
+from bench_inference import FRAMES, SIZE, interleaved_median_seconds, peak_memory_mib, run_child, write_report
 from bench_inference import VARIANTS as PCMANET_VARIANTS
 
 from avs_models import C3NForAudioVisualSegmentation, PCMANetForAudioVisualSegmentation
@@ -427,15 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{variant}: official {results[-1]['official_latency_s']:.3f} s, ours {results[-1]['our_latency_s']:.3f} s"
         )
-    print(json.dumps(results, indent=2))
-    table = to_markdown(results)
-    print(table)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(table)
+    write_report(results, to_markdown(results), args.json, args.markdown)
 
 
 if __name__ == "__main__":
