@@ -52,6 +52,14 @@ def subprocess_env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
+def run_to_completion(command: list[str]) -> None:
+    """Run a training command in its own process and fail with its error output if it fails."""
+    completed = subprocess.run(
+        command, check=False, capture_output=True, text=True, env=subprocess_env(), timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_load_with_paper_settings(preset):
     config = load_training_config(preset)
@@ -111,10 +119,7 @@ def test_two_process_accelerate_launch_trains_in_sync(tmp_path, data_dir):
         "--mixed_precision", "no", "--dynamo_backend", "no", "--num_machines", "1",
         "-m", "avs_models.train", str(config), f"data_dir={data_dir}", f"output_dir={output}",
     ]  # fmt: skip
-    completed = subprocess.run(
-        command, check=False, capture_output=True, text=True, env=subprocess_env(), timeout=300
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_to_completion(command)
     checksums = {(output / f"weights_checksum_process{rank}.txt").read_text() for rank in (0, 1)}
     assert len(checksums) == 1, "the two processes ended with different weights"
     state = json.loads((output / "trainer_state.json").read_text())
@@ -144,15 +149,7 @@ def train_command(config: Path, data_dir: Path, output: Path, *extra: str) -> li
 def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
     config = write_tiny_config(tmp_path, checkpoint_steps=3, num_epochs=3)
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    completed = subprocess.run(
-        train_command(config, data_dir, reference),
-        check=False,
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_to_completion(train_command(config, data_dir, reference))
 
     process = subprocess.Popen(
         train_command(config, data_dir, interrupted),
@@ -169,15 +166,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
     assert latest.read_text() == "step-3", "killed after the first checkpoint (step 3, mid-epoch 1)"
     assert not (interrupted / "final").exists()
 
-    resumed = subprocess.run(
-        train_command(config, data_dir, interrupted, "--resume"),
-        check=False,
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_to_completion(train_command(config, data_dir, interrupted, "--resume"))
     expected = load_file(reference / "final" / "model.safetensors")
     actual = load_file(interrupted / "final" / "model.safetensors")
     assert expected.keys() == actual.keys()
@@ -235,18 +224,8 @@ def test_bf16_mixed_precision_with_tensorboard_logging(tmp_path, data_dir):
     losses = {}
     for precision in ("no", "bf16"):
         output = tmp_path / precision
-        command = train_command(
-            config,
-            data_dir,
-            output,
-            f"mixed_precision={precision}",
-            "report_to=tensorboard",
-            "validation_split=test",
-        )
-        completed = subprocess.run(
-            command, check=False, capture_output=True, text=True, env=subprocess_env(), timeout=300
-        )
-        assert completed.returncode == 0, completed.stderr[-3000:]
+        overrides = (f"mixed_precision={precision}", "report_to=tensorboard", "validation_split=test")
+        run_to_completion(train_command(config, data_dir, output, *overrides))
         state = json.loads((output / "trainer_state.json").read_text())
         losses[precision] = [entry["loss"] for entry in state["history"] if "loss" in entry]
     assert len(losses["bf16"]) == 2 and all(math.isfinite(loss) for loss in losses["bf16"])
