@@ -1,14 +1,18 @@
 """Collated AVSBench batches have the shapes and values the models take."""
 
+import io
+
 import datasets
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from avs_models.data import (
     AVSBenchCollator,
     AVSBenchReader,
     TrainAugmentation,
+    decode_wav,
     export_avsbench,
     make_synthetic_avsbench,
 )
@@ -44,8 +48,6 @@ def test_s4_train_batch_from_load_dataset(raw_dir, tmp_path, feature_extractor):
     assert set(batch["labels"].unique().tolist()) == {0.0, 1.0}
     assert batch["labels"][:, 1:].eq(0).all() and batch["labels"][:, 0].sum() > 0
     # The log-mel is the extractor's own output for that wav.
-    from avs_models.data import decode_wav
-
     waveform, rate = decode_wav(train[0]["audio"])
     expected = feature_extractor(waveform, sampling_rate=rate, return_tensors="pt")["input_features"]
     assert torch.allclose(batch["input_features"][0], expected[:5].float())
@@ -121,3 +123,75 @@ def test_collator_errors(raw_dir, feature_extractor):
     example["mask_frame_indices"] = [7]
     with pytest.raises(ValueError, match="frame 7"):
         collate([example])
+
+
+def test_collator_from_processor_prepares_like_the_processor(raw_dir):
+    """Training batches and inference inputs come from one preprocessing: the processor's."""
+    from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor
+
+    processor = AudioVisualProcessor(
+        AudioVisualImageProcessor(
+            size={"height": 24, "width": 40}, image_mean=[0.5] * 3, image_std=[0.25] * 3
+        ),
+        VGGishFeatureExtractor(),
+    )
+    collate = AVSBenchCollator.from_processor(processor, "s4")
+    assert collate.num_frames == processor.num_frames == 5
+    example = next(AVSBenchReader(raw_dir, "s4").iter_examples("test"))[1]
+    batch = collate([example])
+    waveform, rate = decode_wav(example["audio"])
+    frames = [Image.open(io.BytesIO(frame["bytes"])) for frame in example["frames"]]
+    expected = processor(frames=frames, audio=waveform, sampling_rate=rate)
+    assert batch["pixel_values"].shape == (1, 5, 3, 24, 40)
+    assert torch.allclose(batch["pixel_values"], expected["pixel_values"], atol=1e-6)
+    assert torch.allclose(batch["input_features"], expected["input_features"].float(), atol=1e-6)
+    unnormalised = AudioVisualProcessor(
+        AudioVisualImageProcessor(size=24, do_normalize=False), VGGishFeatureExtractor()
+    )
+    pixels = AVSBenchCollator.from_processor(unnormalised, "s4")([example])["pixel_values"]
+    assert pixels.min() >= 0 and pixels.max() <= 1
+
+
+def test_dataset_transform_gives_the_collated_batch(raw_dir, tmp_path, feature_extractor):
+    export_avsbench(raw_dir, tmp_path, subsets=["avss"], progress=False)
+    train = datasets.load_dataset(str(tmp_path), "avss", split="train")
+    collate = AVSBenchCollator("avss", image_size=SIZE, feature_extractor=feature_extractor)
+    expected = collate([train[0], train[1], train[2]])
+    loader = torch.utils.data.DataLoader(train.with_transform(collate.transform), batch_size=3)
+    batch = next(iter(loader))
+    assert batch.keys() == expected.keys()
+    assert all(torch.equal(batch[key], expected[key]) for key in expected)
+
+
+def test_audio_encoder_turns_audio_into_embeddings_for_a_model_without_one(raw_dir, feature_extractor):
+    """A C3N fed the collator's embeddings and logits equals the same C3N holding the encoder."""
+    from tiny_training import TINY_C3N
+
+    from avs_models.models.c3n import C3NConfig, C3NForAudioVisualSegmentation
+
+    torch.manual_seed(0)
+    with_encoder = C3NForAudioVisualSegmentation(C3NConfig(**TINY_C3N["config"])).eval()
+    without_config = {key: value for key, value in TINY_C3N["config"].items() if key != "audio_config"}
+    without_encoder = C3NForAudioVisualSegmentation(C3NConfig(**without_config)).eval()
+    missing, unexpected = without_encoder.load_state_dict(with_encoder.state_dict(), strict=False)
+    assert not missing and all(key.startswith("audio_encoder.") for key in unexpected)
+
+    examples = [example for _, example in AVSBenchReader(raw_dir, "s4").iter_examples("train")][:2]
+    raw = AVSBenchCollator("s4", image_size=SIZE, feature_extractor=feature_extractor)(examples)
+    encoded = AVSBenchCollator(
+        "s4", image_size=SIZE, feature_extractor=feature_extractor, audio_encoder=with_encoder.audio_encoder
+    )(examples)
+    assert "input_features" not in encoded
+    assert encoded["audio_embeds"].shape == (2, 5, 8) and encoded["audio_logits"].shape == (2, 5, 5)
+    inputs = ("pixel_values", "frame_mask")
+    with torch.no_grad():
+        reference = with_encoder(**{key: raw[key] for key in (*inputs, "input_features")}).logits
+        logits = without_encoder(
+            **{key: encoded[key] for key in (*inputs, "audio_embeds", "audio_logits")}
+        ).logits
+    assert torch.allclose(logits, reference, atol=1e-5)
+
+    from avs_models.models.panns import PannsConfig, PannsModel
+
+    with pytest.raises(ValueError, match="takes `input_values`.*makes `input_features`"):
+        AVSBenchCollator("s4", feature_extractor=feature_extractor, audio_encoder=PannsModel(PannsConfig()))

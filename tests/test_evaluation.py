@@ -90,3 +90,26 @@ def split_records(data_dir):
 def test_evaluate_command_errors(tmp_path, data_dir):
     with pytest.raises(FileNotFoundError, match="MODEL_DIR"):
         main(["evaluate", str(tmp_path / "none"), str(data_dir)])
+
+
+def test_evaluate_command_prepares_inputs_with_the_saved_processor(data_dir, model_dir, tmp_path, capsys):
+    from avs_models import VGGishFeatureExtractor
+    from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor
+
+    folder = tmp_path / "model"
+    model = AutoModelForAudioVisualSegmentation.from_pretrained(model_dir)
+    model.save_pretrained(folder)
+    # Frames scaled to [0, 1] only: a different input from the default ImageNet normalisation.
+    processor = AudioVisualProcessor(
+        AudioVisualImageProcessor(size=24, do_normalize=False), VGGishFeatureExtractor()
+    )
+    processor.save_pretrained(folder)
+    output = tmp_path / "result.json"
+    assert main(["evaluate", str(folder), str(data_dir), "--split", "train", "--json", str(output)]) == 0
+    clean = json.loads(output.read_text())["clean"]
+    saved = evaluate_split(
+        model, data_dir, "s4", "train", processor=AudioVisualProcessor.from_pretrained(folder)
+    )
+    default = evaluate_split(model, data_dir, "s4", "train", image_size=24)
+    assert clean["miou"] == pytest.approx(saved["miou"]) and clean["fscore"] == pytest.approx(saved["fscore"])
+    assert (clean["miou"], clean["fscore"]) != pytest.approx((default["miou"], default["fscore"]))

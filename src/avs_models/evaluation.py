@@ -11,10 +11,10 @@ from accelerate import Accelerator
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from avs_models.data import AVSBenchCollator, decode_wav
+from avs_models.data import AVSBenchCollator, decode_wav, frames_per_clip
 from avs_models.data.transforms import to_pil
 from avs_models.metrics import BinaryMaskMetric
-from avs_models.processing import audio_feature_extractor_for
+from avs_models.processing import AudioVisualProcessor, processor_for
 from avs_models.training.trainer import (
     MODEL_INPUTS,
     AVSBenchSplit,
@@ -86,6 +86,7 @@ def evaluate_split(
     subset: str,
     split: str = "test",
     *,
+    processor: AudioVisualProcessor | None = None,
     image_size: int = 224,
     batch_size: int = 1,
     definition: str = "official",
@@ -95,7 +96,14 @@ def evaluate_split(
     accelerator: Accelerator | None = None,
     progress: bool = False,
 ) -> dict:
-    """Metrics of `model` on one split (see `avs_models.metrics` for the definitions)."""
+    """Metrics of `model` on one split (see `avs_models.metrics` for the definitions).
+
+    Frames and audio are prepared by `processor` (e.g. the `AudioVisualProcessor` saved with the
+    model), or by default at `image_size` with the model's audio feature extractor.
+    """
+    processor = processor or processor_for(
+        model.config, image_size=image_size, num_frames=frames_per_clip(subset)
+    )
     accelerator = accelerator or Accelerator()
     dataset = PerturbedSplit(
         AVSBenchSplit(data_dir, subset, split),
@@ -106,9 +114,7 @@ def evaluate_split(
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        collate_fn=_WithVideoInfo(
-            AVSBenchCollator(subset, image_size, feature_extractor=audio_feature_extractor_for(model.config))
-        ),
+        collate_fn=_WithVideoInfo(AVSBenchCollator.from_processor(processor, subset)),
     )
     prepared_model, loader = accelerator.prepare(model, loader)
     metric = make_metric(subset, model, definition)

@@ -15,7 +15,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--definition", default="official", help="official | per_frame (S4/MS3) | dataset (AVSS)"
     )
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="frame size; by default the processor saved with the model decides (224 if it has none)",
+    )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--per-category", action="store_true", help="also print one row per category")
     parser.add_argument(
@@ -36,6 +40,15 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def saved_processor(model_dir: str):
+    """The `AudioVisualProcessor` saved next to the model (as training does), or None."""
+    from avs_models.processing import AudioVisualProcessor
+
+    if not (Path(model_dir) / "processor_config.json").is_file():
+        return None
+    return AudioVisualProcessor.from_pretrained(model_dir)
+
+
 def run(args) -> int:
     from avs_models.evaluation import evaluate_split, format_table
     from avs_models.models.auto import AutoModelForAudioVisualSegmentation
@@ -44,7 +57,9 @@ def run(args) -> int:
         raise FileNotFoundError(f"MODEL_DIR {args.model_dir!r} is not a folder")
     model = AutoModelForAudioVisualSegmentation.from_pretrained(args.model_dir)
     options = {
-        "image_size": args.image_size,
+        # An explicit --image-size replaces the saved processor.
+        "processor": saved_processor(args.model_dir) if args.image_size is None else None,
+        "image_size": args.image_size or 224,
         "batch_size": args.batch_size,
         "definition": args.definition,
         "progress": True,

@@ -9,6 +9,7 @@ from .avsbench import (
     AVSBenchReader,
     avsbench_features,
     decode_wav,
+    frames_per_clip,
     load_official_log_mel,
 )
 from .avss_classes import (
@@ -48,6 +49,7 @@ __all__ = [
     "color_mask_to_class_ids",
     "decode_wav",
     "export_avsbench",
+    "frames_per_clip",
     "images_to_tensor",
     "load_official_log_mel",
     "make_synthetic_avsbench",

@@ -55,6 +55,14 @@ HF_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 AVSS_LABEL_SETS = ("v1s", "v1m", "v2")
 NUM_FRAMES = {"s4": 5, "ms3": 5, "v1s": 5, "v1m": 5, "v2": 10}
 
+
+def frames_per_clip(subset: str) -> int:
+    """Frames in a batch's clips: 5 for S4 and MS3; 10 for AVSS, whose 5-frame clips are padded."""
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+    return NUM_FRAMES["v2"] if subset == "avss" else NUM_FRAMES[subset]
+
+
 # The 23 categories of the official S4 release.
 S4_CATEGORIES = (
     "baby_laughter",
@@ -450,6 +458,7 @@ __all__ = [
     "avsbench_features",
     "decode_binary_mask",
     "decode_wav",
+    "frames_per_clip",
     "load_official_log_mel",
     "resolve_subset_dir",
 ]

@@ -7,6 +7,9 @@ Works on examples from `datasets.load_dataset` of an export (PIL images) and str
 - the audio, one input per second, under the feature extractor's input name: `input_features`
   `[B, T, 1, 96, 64]` (VGGish log-mel examples, the default) or `input_values` `[B, T, 16000]`
   (PANNs, BEATs)
+  - or, with an `audio_encoder`, its outputs instead: `audio_embeds` `[B, T, D]` (and
+    `audio_logits` `[B, T, num_classes]` when the encoder is a classifier), for models that take
+    precomputed audio
 - `labels` `[B, T, H, W]`: float {0, 1} for S4/MS3, long class ids for AVSS (0 where no ground truth)
 - `labeled_frames` `[B, T]` bool: frames that have ground truth
 - `frame_mask` `[B, T]` bool: real (not padded) frames; AVSS clips are padded to 10 frames
@@ -15,11 +18,12 @@ Works on examples from `datasets.load_dataset` of an export (PIL images) and str
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .avsbench import SUBSETS, decode_wav
+from .avsbench import SUBSETS, decode_wav, frames_per_clip
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -31,7 +35,10 @@ from .transforms import (
     to_pil,
 )
 
-AVSS_MAX_FRAMES = 10
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from avs_models.processing import AudioVisualProcessor
 
 
 class AVSBenchCollator:
@@ -48,6 +55,15 @@ class AVSBenchCollator:
         num_frames: frames per clip in the batch; defaults to 10 for AVSS and 5 otherwise.
         mean: per-channel normalisation mean (ImageNet by default).
         std: per-channel normalisation standard deviation (ImageNet by default).
+        audio_encoder: optional frozen audio model (e.g. `VGGishModel`, `PannsForAudioClassification`)
+            run on the audio inputs under `torch.no_grad()`; the batch then holds its `audio_embeds`
+            (and `audio_logits` for classifiers) instead of the raw audio inputs. For models
+            converted without their own audio encoder. It runs on its own device and the outputs
+            come back to the CPU.
+
+    Use it as a `DataLoader`'s `collate_fn`, or per row with `dataset.with_transform(collator.transform)`
+    and the default collate function. `from_processor` builds one that prepares frames and audio
+    exactly as a saved model's `AudioVisualProcessor` does at inference.
     """
 
     def __init__(
@@ -60,6 +76,7 @@ class AVSBenchCollator:
         num_frames: int | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        audio_encoder: PreTrainedModel | None = None,
     ) -> None:
         if subset not in SUBSETS:
             raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
@@ -67,19 +84,84 @@ class AVSBenchCollator:
             from avs_models.models.vggish import VGGishFeatureExtractor
 
             feature_extractor = VGGishFeatureExtractor()
+        audio_input_name = feature_extractor.model_input_names[0]
+        if audio_encoder is not None and audio_encoder.main_input_name != audio_input_name:
+            raise ValueError(
+                f"the audio encoder ({type(audio_encoder).__name__}) takes `{audio_encoder.main_input_name}`, "
+                f"but the feature extractor ({type(feature_extractor).__name__}) makes `{audio_input_name}`"
+            )
         self.subset = subset
         self.image_size = image_size
         self.feature_extractor = feature_extractor
         self.augmentation = augmentation
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.num_frames = num_frames or (AVSS_MAX_FRAMES if subset == "avss" else 5)
+        self.num_frames = num_frames or frames_per_clip(subset)
         self.mean, self.std = mean, std
+        self.audio_encoder = audio_encoder
+
+    @classmethod
+    def from_processor(
+        cls,
+        processor: AudioVisualProcessor,
+        subset: str,
+        *,
+        augmentation: TrainAugmentation | None = None,
+        seed: int | None = None,
+        audio_encoder: PreTrainedModel | None = None,
+    ) -> AVSBenchCollator:
+        """A collator that resizes, normalises and featurises like `processor` (its image size,
+        mean and std, feature extractor and `num_frames`), e.g. the one saved next to a model:
+        `AVSBenchCollator.from_processor(AudioVisualProcessor.from_pretrained(model_dir), "s4")`."""
+        image_processor = processor.image_processor
+        normalizes = image_processor.do_normalize
+        return cls(
+            subset,
+            (image_processor.size["height"], image_processor.size["width"]),
+            feature_extractor=processor.feature_extractor,
+            augmentation=augmentation,
+            seed=seed,
+            num_frames=processor.num_frames,
+            mean=image_processor.image_mean if normalizes else (0.0, 0.0, 0.0),
+            std=image_processor.image_std if normalizes else (1.0, 1.0, 1.0),
+            audio_encoder=audio_encoder,
+        )
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
         items = [self._prepare(example) for example in examples]
-        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        if self.audio_encoder is not None:
+            batch.update(self._encode_audio(batch.pop(self.feature_extractor.model_input_names[0])))
+        return batch
+
+    def transform(self, rows: dict[str, list]) -> dict[str, list[torch.Tensor]]:
+        """`datasets` transform: a batch of rows (a dict of lists) -> the model inputs of each row.
+
+        `dataset.with_transform(collator.transform)` then yields dicts of tensors that the
+        default `DataLoader` collate function stacks into the batch `collator(examples)` gives.
+        """
+        examples = [dict(zip(rows, values)) for values in zip(*rows.values())]
+        return {key: list(value.unbind(0)) for key, value in self(examples).items()}
+
+    @torch.no_grad()
+    def _encode_audio(self, audio_inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch, frames = audio_inputs.shape[:2]
+        device = next(self.audio_encoder.parameters()).device
+        output = self.audio_encoder(
+            **{self.audio_encoder.main_input_name: audio_inputs.flatten(0, 1).to(device)}, return_dict=True
+        )
+        embeddings = getattr(output, "embeddings", None)
+        if embeddings is None:
+            raise ValueError(
+                f"the audio encoder ({type(self.audio_encoder).__name__}) gives no `embeddings`: use "
+                "VGGish, PANNs or BEATs, or give the segmentation model its own audio encoder"
+            )
+        encoded = {"audio_embeds": embeddings.reshape(batch, frames, -1).float().cpu()}
+        logits = getattr(output, "logits", None)
+        if logits is not None:
+            encoded["audio_logits"] = logits.reshape(batch, frames, -1).float().cpu()
+        return encoded
 
     def _prepare(self, example: dict) -> dict[str, torch.Tensor]:
         video = example.get("video_id", "<unknown>")

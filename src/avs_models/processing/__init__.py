@@ -2,7 +2,7 @@
 
 from .image_processing_audio_visual import AudioVisualImageProcessor
 from .pipeline_audio_visual_segmentation import AudioVisualSegmentationPipeline, register_pipeline
-from .processing_audio_visual import AudioVisualProcessor, audio_feature_extractor_for
+from .processing_audio_visual import AudioVisualProcessor, audio_feature_extractor_for, processor_for
 from .video_io import DecodedClip, read_audio_file, read_frame_folder, read_video
 from .visualization import overlay_mask, save_gif, save_mp4, save_png_frames
 
@@ -13,6 +13,7 @@ __all__ = [
     "DecodedClip",
     "audio_feature_extractor_for",
     "overlay_mask",
+    "processor_for",
     "read_audio_file",
     "read_frame_folder",
     "read_video",

@@ -15,6 +15,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from ..models.audio_utils import to_mono_float_waveform, validate_sampling_rate, validated_count
 from ..models.vggish.feature_extraction_vggish import VGGishFeatureExtractor
+from .image_processing_audio_visual import AudioVisualImageProcessor
 from .video_io import DecodedClip, read_audio_file, read_frame_folder, read_video
 
 
@@ -267,4 +268,15 @@ class AudioVisualProcessor(ProcessorMixin):
         return masks
 
 
-__all__ = ["AudioVisualProcessor", "audio_feature_extractor_for"]
+def processor_for(
+    config: PreTrainedConfig, *, image_size: int = 224, num_frames: int = 5
+) -> AudioVisualProcessor:
+    """The default processor of a segmentation model: frames resized to `image_size` and
+    ImageNet-normalised, audio through its encoder's feature extractor (`audio_feature_extractor_for`),
+    clips of `num_frames`. Training saves it next to the model."""
+    return AudioVisualProcessor(
+        AudioVisualImageProcessor(size=image_size), audio_feature_extractor_for(config), num_frames=num_frames
+    )
+
+
+__all__ = ["AudioVisualProcessor", "audio_feature_extractor_for", "processor_for"]

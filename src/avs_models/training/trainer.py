@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import AutoConfig
 
-from avs_models.data import AVSBenchCollator, AVSBenchReader, TrainAugmentation
+from avs_models.data import AVSBenchCollator, AVSBenchReader, TrainAugmentation, frames_per_clip
 from avs_models.metrics import BinaryMaskMetric, SemanticSegmentationMetric
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
-from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor, audio_feature_extractor_for
+from avs_models.processing import processor_for
 
 from .config import TrainingConfig
 
@@ -203,27 +203,19 @@ class Trainer:
         self.model = build_model(config)
         self.optimizer = build_optimizer(config, self.model)
         augmentation = TrainAugmentation(**config.augmentation) if config.augmentation else None
-        feature_extractor = audio_feature_extractor_for(self.model.config)
+        # Saved next to the model, so that the pipeline prepares inputs as in training; the
+        # training and evaluation collators prepare frames and audio through it.
+        self.processor = processor_for(
+            self.model.config, image_size=config.image_size, num_frames=frames_per_clip(config.subset)
+        )
         self.train_collator = _PerBatchSeededCollator(
-            AVSBenchCollator(
-                config.subset,
-                config.image_size,
-                feature_extractor=feature_extractor,
-                augmentation=augmentation,
-                seed=config.seed,
+            AVSBenchCollator.from_processor(
+                self.processor, config.subset, augmentation=augmentation, seed=config.seed
             ),
             config.seed,
             self.accelerator.process_index,
         )
-        eval_collator = AVSBenchCollator(
-            config.subset, config.image_size, feature_extractor=feature_extractor
-        )
-        # Saved next to the model, so that the pipeline prepares inputs as in training.
-        self.processor = AudioVisualProcessor(
-            AudioVisualImageProcessor(size=config.image_size),
-            feature_extractor,
-            num_frames=eval_collator.num_frames,
-        )
+        eval_collator = AVSBenchCollator.from_processor(self.processor, config.subset)
         self.train_set = AVSBenchSplit(config.data_dir, config.subset, "train")
         self.train_loader = DataLoader(
             self.train_set,
