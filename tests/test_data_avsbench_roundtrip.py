@@ -102,6 +102,9 @@ def test_export_is_sharded_and_has_a_card(export_dir):
     card = (export_dir / "README.md").read_text()
     assert "config_name: avss" in card and "path: s4/validation-*.parquet" in card
     assert "obtained from them" in card
+    # The AVSS class names and colours, for users of the stock library: ids 0..70 in order.
+    assert "| 0 | background | (0, 0, 0) |" in card and "| 1 | accordion | (128, 0, 0) |" in card
+    assert "| 70 | woman |" in card and "| 71 |" not in card
 
 
 def test_builder_generates_the_same_examples(raw_dir, tmp_path, monkeypatch):

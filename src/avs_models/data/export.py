@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .avsbench import HF_SPLIT_NAMES, SPLITS, SUBSETS, AVSBenchReader
+from .avss_classes import AVSS_CLASS_NAMES, avss_palette
 
 _SHARD_PATTERN = re.compile(r"^(train|validation|test)-(\d{5})-of-(\d{5})\.parquet$")
 
@@ -175,6 +176,24 @@ with Semantics", IJCV 2024.
 """
 
 
+def _avss_class_table() -> str:
+    """The AVSS class ids of `semantic_labels`, their names and their colours in the release's `labels_rgb`."""
+    rows = [
+        f"| {class_id} | {name} | ({', '.join(str(int(v)) for v in color)}) |"
+        for class_id, (name, color) in enumerate(zip(AVSS_CLASS_NAMES, avss_palette()))
+    ]
+    header = [
+        "",
+        "## AVSS classes",
+        "",
+        "`semantic_labels` holds these class ids; `labels_rgb` in the release paints them in these colours.",
+        "",
+        "| id | name | RGB |",
+        "|---|---|---|",
+    ]
+    return "\n".join(header + rows) + "\n"
+
+
 def write_dataset_card(out_dir: str | Path) -> Path:
     """(Re)write `out_dir/README.md` with a `configs:` block listing every exported subset and split."""
     out_dir = Path(out_dir)
@@ -195,6 +214,8 @@ def write_dataset_card(out_dir: str | Path) -> Path:
         ", ".join(f"`{subset}` ({', '.join(splits)})" for subset, splits in configs.items()) or "nothing yet"
     )
     card = "\n".join(lines) + "\n" + _CARD_BODY.format(path_hint="path/to/this/folder", present=present)
+    if "avss" in configs:
+        card += _avss_class_table()
     path = out_dir / "README.md"
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(card, encoding="utf-8")
