@@ -76,3 +76,17 @@ def test_bad_generator_arguments(tmp_path, kwargs, message):
     arguments = {"out_dir": tmp_path, "subset": "s4", "num_videos": 1, **kwargs}
     with pytest.raises(ValueError, match=message):
         make_synthetic_avsbench(**arguments)
+
+
+def test_who_sounds_when():
+    """S4: one object sounds the whole clip; MS3/AVSS-multi: several, changing from second to second."""
+    from avs_models.data.synthetic import sample_sounding
+
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        single = sample_sounding(rng, "single", num_frames=5, num_objects=4)
+        assert single.sum(axis=1).tolist() == [1] * 5 and single.any(axis=0).sum() == 1
+        multi = sample_sounding(rng, "multi", num_frames=10, num_objects=3)
+        assert multi.any(axis=1).all(), "every second has a sounding object"
+        assert multi.any(axis=0).sum() >= 2, "the clip has at least two sources"
+        assert len({row.tobytes() for row in multi}) >= 2, "the sounding set changes over time"
