@@ -76,6 +76,15 @@ def write_report(report, table: str | None, json_path: str | None, markdown_path
         Path(markdown_path).write_text(table)
 
 
+def machine_info() -> dict:
+    """What the figures were measured on: processor, torch threads and torch version."""
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
 def run_child(script: str, *arguments: str) -> dict:
     """Run `script` with `arguments` in a fresh Python process (so that its peak memory is its own)
     and return the JSON result it prints on its last line; its error output if it fails."""
@@ -181,12 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         run_child(__file__, "--variant", variant, "--runs", str(args.runs), "--device", args.device)
         for variant in VARIANTS
     ]
-    machine = {
-        "processor": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "sgemm_gflops": sgemm_gflops(torch.device(args.device)),
-    }
+    machine = {**machine_info(), "sgemm_gflops": sgemm_gflops(torch.device(args.device))}
     write_report(
         {"machine": machine, "results": results}, to_markdown(results, machine), args.json, args.markdown
     )
