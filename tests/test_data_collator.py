@@ -178,9 +178,12 @@ def test_audio_encoder_turns_audio_into_embeddings_for_a_model_without_one(raw_d
 
     examples = [example for _, example in AVSBenchReader(raw_dir, "s4").iter_examples("train")][:2]
     raw = AVSBenchCollator("s4", image_size=SIZE, feature_extractor=feature_extractor)(examples)
-    encoded = AVSBenchCollator(
-        "s4", image_size=SIZE, feature_extractor=feature_extractor, audio_encoder=with_encoder.audio_encoder
-    )(examples)
+    encoder = with_encoder.audio_encoder.train()
+    collate = AVSBenchCollator(
+        "s4", image_size=SIZE, feature_extractor=feature_extractor, audio_encoder=encoder
+    )
+    assert not encoder.training, "the collator runs its encoder in eval mode"
+    encoded = collate(examples)
     assert "input_features" not in encoded
     assert encoded["audio_embeds"].shape == (2, 5, 8) and encoded["audio_logits"].shape == (2, 5, 5)
     inputs = ("pixel_values", "frame_mask")

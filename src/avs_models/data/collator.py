@@ -58,8 +58,8 @@ class AVSBenchCollator:
         audio_encoder: optional frozen audio model (e.g. `VGGishModel`, `PannsForAudioClassification`)
             run on the audio inputs under `torch.no_grad()`; the batch then holds its `audio_embeds`
             (and `audio_logits` for classifiers) instead of the raw audio inputs. For models
-            converted without their own audio encoder. It runs on its own device and the outputs
-            come back to the CPU.
+            converted without their own audio encoder. The collator puts it in eval mode; it runs
+            on its own device and the outputs come back to the CPU.
 
     Use it as a `DataLoader`'s `collate_fn`, or per row with `dataset.with_transform(collator.transform)`
     and the default collate function. `from_processor` builds one that prepares frames and audio
@@ -97,7 +97,7 @@ class AVSBenchCollator:
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.num_frames = num_frames or frames_per_clip(subset)
         self.mean, self.std = mean, std
-        self.audio_encoder = audio_encoder
+        self.audio_encoder = audio_encoder.eval() if audio_encoder is not None else None
 
     @classmethod
     def from_processor(
