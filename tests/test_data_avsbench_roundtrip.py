@@ -96,6 +96,16 @@ def test_export_reloads_with_stock_load_dataset(subset, raw_dir, export_dir):
             _check_against_files(subset, split, example, reader)
 
 
+def test_export_streams_with_stock_load_dataset(raw_dir, export_dir):
+    """Large sets need not be downloaded or converted whole: streaming reads the shards as they are."""
+    reader = AVSBenchReader(raw_dir, "avss")
+    streamed = datasets.load_dataset(str(export_dir), "avss", split="train", streaming=True)
+    examples = list(streamed)
+    assert [example["video_id"] for example in examples] == [r.video_id for r in reader.records("train")]
+    for example in examples:
+        _check_against_files("avss", "train", example, reader)
+
+
 def test_export_is_sharded_and_has_a_card(export_dir):
     shards = sorted(p.name for p in (export_dir / "avss").glob("train-*.parquet"))
     assert len(shards) > 1 and shards[0].endswith(f"-of-{len(shards):05d}.parquet")
