@@ -130,6 +130,8 @@ def test_builder_generates_the_same_examples(raw_dir, tmp_path, monkeypatch):
     for example in train:
         _check_against_files("s4", "train", example, reader)
     assert list(train[0]["mask_frame_indices"]) == [0]
+    avss_info = AVSBench(config_name="avss", data_dir=str(raw_dir), cache_dir=str(tmp_path)).info
+    assert "0 background (0, 0, 0)" in avss_info.description and "70 woman" in avss_info.description
 
 
 def test_generator_is_deterministic(tmp_path):

@@ -20,6 +20,7 @@ from typing import ClassVar
 import datasets
 
 from avs_models.data.avsbench import SPLITS, AVSBenchReader, avsbench_features
+from avs_models.data.avss_classes import avss_class_table
 
 _DESCRIPTIONS = {
     "s4": "AVSBench-object single-source (S4): one sounding object per clip, 5 frames.",
@@ -51,8 +52,14 @@ class AVSBench(datasets.GeneratorBasedBuilder):
     ]
 
     def _info(self) -> datasets.DatasetInfo:
+        description = _DESCRIPTIONS[self.config.name]
+        if self.config.name == "avss":
+            description += (
+                " Class ids of `semantic_labels` (colour in the release's labels_rgb): "
+                + ", ".join(f"{class_id} {name} {color}" for class_id, name, color in avss_class_table())
+            )
         return datasets.DatasetInfo(
-            description=_DESCRIPTIONS[self.config.name],
+            description=description,
             features=avsbench_features(
                 self.config.name, with_official_log_mel=self.config.load_official_log_mel
             ),

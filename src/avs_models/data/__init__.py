@@ -15,6 +15,7 @@ from .avsbench import (
 from .avss_classes import (
     AVSS_CLASS_NAMES,
     AVSS_NUM_CLASSES,
+    avss_class_table,
     avss_palette,
     class_ids_to_color_mask,
     color_mask_to_class_ids,
@@ -43,6 +44,7 @@ __all__ = [
     "AVSBenchReader",
     "TrainAugmentation",
     "avsbench_features",
+    "avss_class_table",
     "avss_palette",
     "class_ids_to_color_mask",
     "color_jitter",

@@ -98,6 +98,14 @@ def avss_palette(num_classes: int = AVSS_NUM_CLASSES) -> np.ndarray:
     return palette.astype(np.uint8)
 
 
+def avss_class_table() -> list[tuple[int, str, tuple[int, int, int]]]:
+    """`(class id, name, RGB colour in labels_rgb)` for the 71 AVSS classes, in id order."""
+    return [
+        (class_id, name, tuple(int(value) for value in color))
+        for class_id, (name, color) in enumerate(zip(AVSS_CLASS_NAMES, avss_palette()))
+    ]
+
+
 def color_mask_to_class_ids(color_mask: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
     """Decode an RGB label image `[H, W, 3]` into class ids `[H, W]` (uint8).
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .avsbench import HF_SPLIT_NAMES, SPLITS, SUBSETS, AVSBenchReader
-from .avss_classes import AVSS_CLASS_NAMES, avss_palette
+from .avss_classes import avss_class_table
 
 _SHARD_PATTERN = re.compile(r"^(train|validation|test)-(\d{5})-of-(\d{5})\.parquet$")
 
@@ -178,10 +178,7 @@ with Semantics", IJCV 2024.
 
 def _avss_class_table() -> str:
     """The AVSS class ids of `semantic_labels`, their names and their colours in the release's `labels_rgb`."""
-    rows = [
-        f"| {class_id} | {name} | ({', '.join(str(int(v)) for v in color)}) |"
-        for class_id, (name, color) in enumerate(zip(AVSS_CLASS_NAMES, avss_palette()))
-    ]
+    rows = [f"| {class_id} | {name} | {color} |" for class_id, name, color in avss_class_table()]
     header = [
         "",
         "## AVSS classes",
