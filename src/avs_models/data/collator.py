@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from avs_models.models.audio_utils import encode_audio_segments
+
 from .avsbench import SUBSETS, decode_wav, frames_per_clip
 from .transforms import (
     IMAGENET_MEAN,
@@ -55,7 +57,8 @@ class AVSBenchCollator:
         num_frames: frames per clip in the batch; defaults to 10 for AVSS and 5 otherwise.
         mean: per-channel normalisation mean (ImageNet by default).
         std: per-channel normalisation standard deviation (ImageNet by default).
-        audio_encoder: optional frozen audio model (e.g. `VGGishModel`, `PannsForAudioClassification`)
+        audio_encoder: optional frozen audio model (e.g. `VGGishModel`, `PannsForAudioClassification`,
+            a Transformers audio classifier)
             run on the audio inputs under `torch.no_grad()`; the batch then holds its `audio_embeds`
             (and `audio_logits` for classifiers) instead of the raw audio inputs. For models
             converted without their own audio encoder. The collator puts it in eval mode; it runs
@@ -146,21 +149,13 @@ class AVSBenchCollator:
 
     @torch.no_grad()
     def _encode_audio(self, audio_inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch, frames = audio_inputs.shape[:2]
         device = next(self.audio_encoder.parameters()).device
-        output = self.audio_encoder(
-            **{self.audio_encoder.main_input_name: audio_inputs.flatten(0, 1).to(device)}, return_dict=True
+        embeddings, logits = encode_audio_segments(
+            self.audio_encoder, self.audio_encoder.main_input_name, audio_inputs.to(device)
         )
-        embeddings = getattr(output, "embeddings", None)
-        if embeddings is None:
-            raise ValueError(
-                f"the audio encoder ({type(self.audio_encoder).__name__}) gives no `embeddings`: use "
-                "VGGish, PANNs or BEATs, or give the segmentation model its own audio encoder"
-            )
-        encoded = {"audio_embeds": embeddings.reshape(batch, frames, -1).float().cpu()}
-        logits = getattr(output, "logits", None)
+        encoded = {"audio_embeds": embeddings.float().cpu()}
         if logits is not None:
-            encoded["audio_logits"] = logits.reshape(batch, frames, -1).float().cpu()
+            encoded["audio_logits"] = logits.float().cpu()
         return encoded
 
     def _prepare(self, example: dict) -> dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
 """Pieces shared by the audio encoders (VGGish, PANNs, BEATs): waveform checks, the per-second
-feature extractor they all build on, and the multi-label AudioSet loss."""
+feature extractor they all build on, the multi-label AudioSet loss, and running an encoder on one
+audio input per video frame."""
 
 from __future__ import annotations
 
@@ -242,3 +243,29 @@ def multi_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
             f"`labels` must have shape {tuple(logits.shape)} (multi-hot), got {tuple(labels.shape)}"
         )
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+def encode_audio_segments(
+    encoder: torch.nn.Module, input_name: str, audio_inputs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run an audio model on one input per frame.
+
+    Args:
+        encoder: VGGish, PANNs or BEATs (model or classifier), or a Transformers audio classifier.
+        input_name: the keyword the encoder takes (`"input_features"` or `"input_values"`).
+        audio_inputs: `(B, T, ...)`, one input per frame.
+
+    Returns:
+        `embeddings` `(B, T, D)`: the encoder's `embeddings`, or the mean of its last hidden
+        states for classifiers without them (e.g. the Audio Spectrogram Transformer); and
+        `logits` `(B, T, num_labels)`, or None when the encoder is no classifier.
+    """
+    batch, frames = audio_inputs.shape[:2]
+    output = encoder(**{input_name: audio_inputs.flatten(0, 1)}, output_hidden_states=True, return_dict=True)
+    embeddings = getattr(output, "embeddings", None)
+    if embeddings is None:
+        embeddings = output.hidden_states[-1].mean(dim=1)
+    logits = getattr(output, "logits", None)
+    return embeddings.reshape(batch, frames, -1), None if logits is None else logits.reshape(
+        batch, frames, -1
+    )

@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.backbone_utils import load_backbone
 from transformers.utils import ModelOutput
 
+from ..audio_utils import encode_audio_segments
 from ..label_names import AUDIOSET_CLASSES, IMAGENET_1K_CLASSES
 from .configuration_c3n import C3NConfig
 from .label_similarity import compute_label_similarity
@@ -385,15 +386,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             raise ValueError(
                 f"the audio encoder ({self.config.audio_config.model_type}) takes `{expected}`, not `{input_name}`"
             )
-        flat = audio_inputs.reshape(batch * frames, *audio_inputs.shape[2:])
         trainable = torch.is_grad_enabled() and not self.config.freeze_audio_encoder
         with torch.set_grad_enabled(trainable):
-            output = self.audio_encoder(**{input_name: flat}, output_hidden_states=True, return_dict=True)
-        embeddings = getattr(output, "embeddings", None)
-        if embeddings is None:
-            # Plain Transformers classifiers (e.g. the Audio Spectrogram Transformer): mean of the last hidden states.
-            embeddings = output.hidden_states[-1].mean(dim=1)
-        return embeddings.reshape(batch, frames, -1), output.logits.reshape(batch, frames, -1)
+            return encode_audio_segments(self.audio_encoder, input_name, audio_inputs)
 
     # ----------------------------------------------------------------- C3IM + CCAM
     def cognitive_consensus(
