@@ -23,7 +23,7 @@ from ..backbones import (
     pvt_v2_b5_backbone_config,
     swin_base_backbone_config,
 )
-from ..conversion_utils import load_weights_only
+from ..conversion_utils import load_state_dict_strictly, load_weights_only
 from ..panns.configuration_panns import PannsConfig
 from .configuration_c3n import C3NConfig
 from .label_similarity import load_official_similarity_matrix
@@ -197,11 +197,7 @@ def load_converted_model(
     converted["label_similarity"] = (
         similarity_matrix if similarity_matrix is not None else expected["label_similarity"]
     )
-    missing = sorted(expected.keys() - converted.keys())
-    unexpected = sorted(converted.keys() - expected.keys())
-    if missing or unexpected:
-        raise KeyError(f"conversion mismatch: missing {missing[:10]}, unexpected {unexpected[:10]}")
-    model.load_state_dict(converted, strict=True)
+    load_state_dict_strictly(model, converted)
     if config.backbone_config.model_type == "swin":
         _warn_on_nonstandard_swin_indices({k.removeprefix("module."): v for k, v in official.items()}, model)
     return model.eval()

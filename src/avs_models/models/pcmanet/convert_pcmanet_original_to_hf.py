@@ -29,7 +29,7 @@ from ..backbones import (
     rename_official_resnet_key,
     resnet50_backbone_config,
 )
-from ..conversion_utils import load_weights_only
+from ..conversion_utils import load_state_dict_strictly, load_weights_only
 from .configuration_pcmanet import PCMANetConfig
 from .modeling_pcmanet import PCMANetForAudioVisualSegmentation
 
@@ -157,7 +157,8 @@ def convert_pcmanet_checkpoint(
 ) -> tuple[PCMANetForAudioVisualSegmentation, list[str]]:
     """Build our model from an official state dict; returns the model and the dropped keys.
 
-    Every tensor of our model must come from the checkpoint: a missing one raises `KeyError`.
+    Every tensor of our model must come from the checkpoint: a missing one (or a leftover or
+    mis-shaped one) raises `ValueError` listing them.
     The official models take VGGish embeddings; with `audio_encoder_dir` (a converted VGGish
     folder, see `convert_vggish_original_to_hf`) the model embeds log-mel `input_features` itself.
     """
@@ -166,15 +167,10 @@ def convert_pcmanet_checkpoint(
         config_overrides["audio_config"] = audio_encoder.config
     config = config_from_official_state_dict(official_state_dict, **config_overrides)
     model = PCMANetForAudioVisualSegmentation(config)
-    if audio_encoder is not None:
-        model.audio_encoder.load_state_dict(audio_encoder.state_dict())
     converted, dropped = convert_state_dict(official_state_dict)
-    result = model.load_state_dict(converted, strict=False)
-    missing = [key for key in result.missing_keys if not key.startswith("audio_encoder.")]
-    if missing or result.unexpected_keys:
-        raise KeyError(
-            f"Conversion mismatch: missing {missing[:10]}, unexpected {result.unexpected_keys[:10]}"
-        )
+    if audio_encoder is not None:
+        converted.update({f"audio_encoder.{key}": value for key, value in audio_encoder.state_dict().items()})
+    load_state_dict_strictly(model, converted)
     return model.eval(), dropped
 
 
