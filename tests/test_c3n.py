@@ -73,6 +73,7 @@ def test_default_config_is_pvt_v2_b5():
     config = C3NConfig()
     assert config.backbone_config.model_type == "pvt_v2"
     assert list(config.backbone_config.depths) == [3, 6, 40, 3]
+    assert config.backbone_config.to_dict() == pvt_v2_b5_backbone_config().to_dict()
     assert (config.consensus_audio_exponent, config.consensus_visual_exponent) == (0.1, 0.1)
     assert config.ccam_weight_normalization == "l2"
 

@@ -8,6 +8,7 @@ Transformers layout.
 
 from __future__ import annotations
 
+import copy
 import re
 
 import torch
@@ -30,19 +31,22 @@ def resnet50_backbone_config(**overrides) -> ResNetConfig:
     return ResNetConfig(**kwargs)
 
 
+# PVT-v2-b5 (depths 3/6/40/3, widths 64/128/320/512) returning the 4 stage feature maps; also
+# C3N's default backbone.
+PVT_V2_B5_KWARGS = {
+    "depths": [3, 6, 40, 3],
+    "hidden_sizes": [64, 128, 320, 512],
+    "num_attention_heads": [1, 2, 5, 8],
+    "mlp_ratios": [4, 4, 4, 4],
+    "sr_ratios": [8, 4, 2, 1],
+    "layer_norm_eps": 1e-6,
+    "out_features": ALL_STAGES,
+}
+
+
 def pvt_v2_b5_backbone_config(**overrides) -> PvtV2Config:
     """PVT-v2-b5 (depths 3/6/40/3, widths 64/128/320/512) returning the 4 stage feature maps."""
-    kwargs = {
-        "depths": [3, 6, 40, 3],
-        "hidden_sizes": [64, 128, 320, 512],
-        "num_attention_heads": [1, 2, 5, 8],
-        "mlp_ratios": [4, 4, 4, 4],
-        "sr_ratios": [8, 4, 2, 1],
-        "layer_norm_eps": 1e-6,
-        "out_features": ALL_STAGES,
-    }
-    kwargs.update(overrides)
-    return PvtV2Config(**kwargs)
+    return PvtV2Config(**{**copy.deepcopy(PVT_V2_B5_KWARGS), **overrides})
 
 
 def swin_base_backbone_config(**overrides) -> SwinConfig:

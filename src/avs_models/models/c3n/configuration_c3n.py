@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+
+from ..backbones import PVT_V2_B5_KWARGS
 
 CONSENSUS_MODES = ("audio_visual", "visual_only", "none")
 CCAM_WEIGHT_NORMALIZATIONS = ("l2", "none")
@@ -78,15 +82,7 @@ class C3NConfig(PreTrainedConfig):
         "backbone_config": SubConfigSpec(
             config_class=AutoConfig,
             model_type="pvt_v2",
-            init_kwargs={
-                "depths": [3, 6, 40, 3],
-                "hidden_sizes": [64, 128, 320, 512],
-                "num_attention_heads": [1, 2, 5, 8],
-                "mlp_ratios": [4, 4, 4, 4],
-                "sr_ratios": [8, 4, 2, 1],
-                "layer_norm_eps": 1e-6,
-                "out_features": ["stage1", "stage2", "stage3", "stage4"],
-            },
+            init_kwargs=copy.deepcopy(PVT_V2_B5_KWARGS),
         ),
     }
 
