@@ -160,3 +160,263 @@ def test_semantic_metric_errors():
         SemanticSegmentationMetric(num_classes=3).update(
             torch.zeros(1, 1, 3, 2, 2), torch.full((1, 1, 2, 2), 7)
         )
+
+
+# ----- the F-score's counting formulation gives the per-threshold loop's numbers exactly
+
+
+def per_threshold_loop_scores(probabilities, target):
+    """The F curve and IoUs as the metric computed them before (and as the official scripts do):
+    one comparison of every pixel with every threshold. Kept here as the reference."""
+    target = target.float()
+    prediction = (probabilities > 0.5).float()
+    intersection = (prediction * target).sum()
+    union = torch.maximum(prediction, target).sum()
+    if target.sum() == 0:
+        official_iou = ((1 - target) * (1 - prediction)).sum() / (target.numel() + 1e-7)
+        jaccard = 1.0 if prediction.sum() == 0 else 0.0
+    else:
+        official_iou = intersection / (union + 1e-7)
+        jaccard = (intersection / union).item()
+    f_curve = None
+    if target.mean() != 0:
+        thresholds = torch.linspace(0, 1 - 1e-10, 255)
+        above = (probabilities.flatten()[None, :] >= thresholds[:, None]).float()
+        true_positives = (above * target.flatten()[None, :]).sum(dim=1)
+        precision = true_positives / (above.sum(dim=1) + 1e-20)
+        recall = true_positives / (target.sum() + 1e-20)
+        curve = (1 + 0.3) * precision * recall / (0.3 * precision + recall)
+        f_curve = torch.nan_to_num(curve, nan=0.0).tolist()
+    return {"official_iou": float(official_iou), "jaccard": float(jaccard), "f_curve": f_curve}
+
+
+def edge_case_frames(generator):
+    size = (7, 9)  # odd sizes: no frame fills whole vector registers
+    thresholds = torch.linspace(0, 1 - 1e-10, 255)
+    on_thresholds = thresholds[torch.randint(0, 255, size, generator=generator)]
+    just_below = torch.nextafter(on_thresholds, torch.tensor(-1.0)).clamp(min=0)
+    some = (torch.rand(size, generator=generator) > 0.5).float()
+    return [
+        ("empty truth, some predicted", torch.rand(size, generator=generator), torch.zeros(size)),
+        ("empty truth, nothing predicted", torch.zeros(size), torch.zeros(size)),
+        ("all foreground", torch.rand(size, generator=generator), torch.ones(size)),
+        ("all predicted", torch.ones(size), some),
+        ("ties at thresholds", on_thresholds, some),
+        ("just below thresholds", just_below, some),
+        ("exactly 0.5", torch.full(size, 0.5), some),
+        ("zeros and ones", some, some),
+    ]
+
+
+def test_counting_fscore_equals_the_per_threshold_loop_exactly():
+    from avs_models.metrics import _binary_scores
+
+    generator = torch.Generator().manual_seed(0)
+    frames = edge_case_frames(generator)
+    for size in [(2, 2), (7, 9), (32, 32), (224, 224)]:
+        probabilities = torch.rand(size, generator=generator)
+        target = (torch.rand(size, generator=generator) > 0.7).float()
+        frames.append((f"random {size}", probabilities, target))
+    for name, probabilities, target in frames:
+        expected = per_threshold_loop_scores(probabilities, target)
+        assert _binary_scores(probabilities[None], target[None])[0] == expected, name
+    # several frames at once give each frame's own numbers
+    stacked = [frame for frame in frames if frame[1].shape == (7, 9)]
+    batched = _binary_scores(torch.stack([f[1] for f in stacked]), torch.stack([f[2] for f in stacked]))
+    assert batched == [per_threshold_loop_scores(f[1], f[2]) for f in stacked]
+
+
+def test_metric_records_equal_the_per_threshold_loop_on_logits():
+    from avs_models.metrics import binary_frame_scores
+
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 13, 11, generator=generator) * 6
+    logits[0, 0, :2] = float("inf")
+    logits[0, 1, :2] = -float("inf")
+    logits[1, 2] = 0.0  # sigmoid exactly 0.5: not foreground
+    labels = (torch.rand(2, 3, 13, 11, generator=generator) > 0.6).float()
+    labels[1, 0] = 0
+    labels[1, 1] = 1
+    metric = BinaryMaskMetric()
+    metric.update(logits, labels)
+    expected = [
+        per_threshold_loop_scores(torch.sigmoid(logits[v, t]), labels[v, t])
+        for v in range(2)
+        for t in range(3)
+    ]
+    assert [{k: r[k] for k in ("official_iou", "jaccard", "f_curve")} for r in metric.records] == expected
+    assert binary_frame_scores(logits[0, 0], labels[0, 0]) == expected[0]
+
+
+# ----- labels and predictions mean one thing
+
+
+def test_binary_references_outside_zero_one_are_refused():
+    # The issue's case: predictions 5.0 with 0/255 references used to give an F-score of 4.28.
+    predictions, references = torch.full((1, 1, 4, 4), 5.0), torch.full((1, 1, 4, 4), 255.0)
+    with pytest.raises(
+        ValueError, match=r"`labels` must be a binary mask with values 0/1; found values 255 \(0/255"
+    ):
+        BinaryMaskMetric().update(predictions, references)
+    with pytest.raises(ValueError, match="found values 0.5"):
+        BinaryMaskMetric().update(predictions, torch.full((1, 1, 4, 4), 0.5))
+    with pytest.raises(ValueError, match="found values nan"):
+        BinaryMaskMetric().update(predictions, torch.full((1, 1, 4, 4), float("nan")))
+    with pytest.raises(ValueError, match="-1"):
+        BinaryMaskMetric().update(predictions, -torch.ones(1, 1, 4, 4))
+
+
+def test_zero_255_masks_through_the_documented_option():
+    logits, labels = video_batch(VIDEOS[0])
+    as_255 = BinaryMaskMetric(mask_values="0/255")
+    as_255.update(logits, labels * 255)
+    as_01 = BinaryMaskMetric()
+    as_01.update(logits, labels)
+    assert as_255.compute() == as_01.compute()
+    with pytest.raises(ValueError, match="values 0/255; found values 1"):
+        BinaryMaskMetric(mask_values="0/255").update(logits, labels)
+    with pytest.raises(ValueError, match="mask_values"):
+        BinaryMaskMetric(mask_values="0-255")
+    # bool masks are 0/1 masks
+    as_bool = BinaryMaskMetric()
+    as_bool.update(logits, labels.bool())
+    assert as_bool.compute() == as_01.compute()
+
+
+def test_predictions_are_checked():
+    labels = mask([1, 0], [0, 0])[None, None]
+    with pytest.raises(ValueError, match="`logits` holds NaN at 1 pixel"):
+        BinaryMaskMetric().update(torch.tensor([[[[float("nan"), 0.0], [0.0, 0.0]]]]), labels)
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*from -5 to 5"):
+        BinaryMaskMetric(prediction_type="probabilities").update(logits([1, 0], [0, 0])[None, None], labels)
+    with pytest.raises(ValueError, match="prediction_type"):
+        BinaryMaskMetric(prediction_type="scores")
+    with pytest.raises(ValueError, match="fscore_batch_videos"):
+        BinaryMaskMetric(fscore_batch_videos=0)
+    with pytest.raises(TypeError, match="fscore_batch_videos"):
+        BinaryMaskMetric(fscore_batch_videos=1.5)
+
+
+def test_probabilities_score_like_their_logits_and_are_flagged_when_passed_as_logits():
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 2, 8, 8, generator=generator) * 4
+    labels = (torch.rand(2, 2, 8, 8, generator=generator) > 0.5).float()
+    from_logits, from_probabilities = BinaryMaskMetric(), BinaryMaskMetric(prediction_type="probabilities")
+    from_logits.update(logits, labels)
+    probabilities = torch.stack([torch.sigmoid(frame) for frame in logits.flatten(0, 1)]).view_as(logits)
+    from_probabilities.update(probabilities, labels)
+    assert from_probabilities.compute() == from_logits.compute()
+    misread = BinaryMaskMetric()
+    with pytest.warns(UserWarning, match="prediction_type='probabilities'"):
+        misread.update(probabilities, labels)
+    # hard 0/1 masks read as logits keep their IoU (sigmoid 0.73 vs 0.5): no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BinaryMaskMetric().update(labels, labels)
+
+
+# ----- the official F-score is per test batch
+
+
+def official_script_scores(probabilities, labels, batch_videos):
+    """The official test loop, restated: IoU over a batch's frames, F curve averaged over the
+    batch's non-black frames and maximised, both averaged over batches of `batch_videos` videos."""
+    mious, fscores = [], []
+    for start in range(0, probabilities.shape[0], batch_videos):
+        p = probabilities[start : start + batch_videos].flatten(0, 1)
+        t = labels[start : start + batch_videos].flatten(0, 1)
+        scores = [per_threshold_loop_scores(p[i], t[i]) for i in range(len(p))]
+        mious.append(sum(s["official_iou"] for s in scores) / len(scores))
+        curves = [torch.tensor(s["f_curve"]) for s in scores if s["f_curve"] is not None]
+        fscores.append(torch.stack(curves).mean(0).max().item() if curves else 0.0)
+    return sum(mious) / len(mious), sum(fscores) / len(fscores)
+
+
+@pytest.mark.parametrize("batch_videos", [1, 2, 3, 4])
+def test_fscore_batch_videos_reproduces_the_official_batches(batch_videos):
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(7, 5, 6, 6, generator=generator) * 3
+    labels = (torch.rand(7, 5, 6, 6, generator=generator) > 0.6).float()
+    labels[2] = 0  # a video with no object at all
+    probabilities = torch.stack([torch.sigmoid(frame) for frame in logits.flatten(0, 1)]).view_as(logits)
+    metric = BinaryMaskMetric(fscore_batch_videos=batch_videos)
+    for video in range(7):  # fed one video at a time: batches follow the order of the videos
+        metric.update(logits[video : video + 1], labels[video : video + 1])
+    result = metric.compute()
+    miou, fscore = official_script_scores(probabilities, labels, batch_videos)
+    assert result["miou"] == pytest.approx(miou, abs=1e-6)
+    assert result["fscore"] == pytest.approx(fscore, abs=1e-6)
+    assert result["fscore_batch_videos"] == batch_videos and result["num_videos"] == 7
+
+
+def test_fscore_depends_on_the_batch_by_hand():
+    # Videos A (frames A, B) and B (frame A): per video max(0.75) and max(F_A) = 0.5 in the
+    # middle, F_A_ZERO at threshold 0, so (0.75 + F_A_ZERO) / 2; batched together, the mean curve
+    # of A, B, A is 2/3 in the middle (and below at threshold 0).
+    one, two = BinaryMaskMetric(fscore_batch_videos=1), BinaryMaskMetric(fscore_batch_videos=2)
+    for metric in (one, two):
+        metric.update(*video_batch([FRAME_A, FRAME_B]))
+        metric.update(*video_batch([FRAME_A]))
+    assert one.compute()["fscore"] == pytest.approx((0.75 + F_A_ZERO) / 2, abs=1e-6)
+    assert two.compute()["fscore"] == pytest.approx(2 / 3, abs=1e-6)
+    # mIoU: per video (2/3 + 1/3) / 2; one batch of the three frames (1/3 + 1 + 1/3) / 3
+    assert one.compute()["miou"] == pytest.approx(0.5, abs=1e-6)
+    assert two.compute()["miou"] == pytest.approx(5 / 9, abs=1e-6)
+    assert BinaryMaskMetric("per_frame").compute()["fscore_batch_videos"] is None
+
+
+def test_official_batch_sizes_per_family():
+    from avs_models.metrics import OFFICIAL_FSCORE_BATCH_VIDEOS, official_fscore_batch_videos
+
+    assert official_fscore_batch_videos("pcmanet") == official_fscore_batch_videos("c3n") == 1
+    assert OFFICIAL_FSCORE_BATCH_VIDEOS["avsegformer"] == 2 and OFFICIAL_FSCORE_BATCH_VIDEOS["tpavi"] == 4
+    assert official_fscore_batch_videos("a-family-of-my-own") == 1
+
+
+# ----- AVSS: class ids and the ignore index
+
+
+def test_avss_ignore_index_pixels_count_for_nothing():
+    # frame 1 of `semantic_metric` with its two mismatching pixels... the [0, 1] pixel (predicted 1,
+    # labelled 0) marked 255: class 0 I=1 P=1 L=1 -> IoU 1, F 1; class 1: I=2 P=2 L=2 -> 1
+    metric = SemanticSegmentationMetric(num_classes=3)
+    labels = torch.tensor([[[[0, 255], [1, 1]]]])
+    metric.update(class_logits([[0, 1], [1, 1]], 3)[None, None], labels)
+    result = metric.compute()
+    assert result["per_class_iou"] == pytest.approx([1.0, 1.0, 0.0])
+    assert result["per_class_fscore"] == pytest.approx([1.0, 1.0, 0.0])
+    # the same as leaving the pixel out: a 1x3 frame without it
+    without = SemanticSegmentationMetric(num_classes=3)
+    without.update(class_logits([[0, 1, 1]], 3)[None, None], torch.tensor([[[[0, 1, 1]]]]))
+    assert without.compute()["miou"] == result["miou"]
+    # a frame with every pixel ignored adds no class occurrence
+    empty = SemanticSegmentationMetric(num_classes=3)
+    empty.update(class_logits([[2, 2]], 3)[None, None], torch.tensor([[[[255, 255]]]]))
+    assert empty.compute()["per_class_iou"] == [0.0, 0.0, 0.0] and empty.compute()["num_frames"] == 1
+
+
+def test_avss_ignore_index_is_configurable_and_ids_out_of_range_are_refused():
+    logits_ = class_logits([[0, 1], [1, 1]], 3)[None, None]
+    own = SemanticSegmentationMetric(num_classes=3, ignore_index=7)
+    own.update(logits_, torch.tensor([[[[0, 7], [1, 1]]]]))
+    default = SemanticSegmentationMetric(num_classes=3)
+    default.update(logits_, torch.tensor([[[[0, 255], [1, 1]]]]))
+    assert own.compute() == default.compute()
+    with pytest.raises(
+        ValueError, match=r"`labels` must hold class ids in \[0, 3\) or the ignore index 7; found 255"
+    ):
+        own.update(logits_, torch.tensor([[[[0, 255], [1, 1]]]]))
+    with pytest.raises(ValueError, match=r"in \[0, 71\) or the ignore index 255; found -1, 80"):
+        SemanticSegmentationMetric().update(torch.zeros(1, 1, 71, 2, 2), torch.tensor([[[[80, -1], [0, 0]]]]))
+    with pytest.raises(ValueError, match=r"class ids in \[0, 3\); found 255"):
+        SemanticSegmentationMetric(num_classes=3, ignore_index=None).update(
+            logits_, torch.tensor([[[[0, 255], [1, 1]]]])
+        )
+    with pytest.raises(ValueError, match="whole class ids"):
+        SemanticSegmentationMetric(num_classes=3).update(logits_, torch.tensor([[[[0.5, 1.0], [1.0, 1.0]]]]))
+    with pytest.raises(ValueError, match="NaN"):
+        SemanticSegmentationMetric(num_classes=3).update(
+            torch.full((1, 1, 3, 2, 2), float("nan")), torch.zeros(1, 1, 2, 2)
+        )
