@@ -85,4 +85,20 @@ def check_class_map(
     return class_map
 
 
-__all__ = ["IGNORE_INDEX", "MASK_VALUE_CONVENTIONS", "check_binary_mask", "check_class_map"]
+def is_semantic_segmentation(config) -> bool:
+    """Whether a segmentation model predicts class maps (AVSS, `num_labels > 1`: argmax over classes)
+    or binary masks (S4, MS3, C3N, `num_labels == 1`: sigmoid of one logit). The one place that
+    decides it: the pipeline, `avs-models predict`, the evaluator and the post-processing all ask here."""
+    num_labels = getattr(config, "num_labels", None)
+    if not isinstance(num_labels, int) or num_labels < 1:
+        raise ValueError(f"the model config must set `num_labels` to a positive integer, got {num_labels!r}")
+    return num_labels > 1
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "MASK_VALUE_CONVENTIONS",
+    "check_binary_mask",
+    "check_class_map",
+    "is_semantic_segmentation",
+]
