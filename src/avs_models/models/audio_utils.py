@@ -4,16 +4,16 @@ audio input per video frame."""
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.signal import resample_poly
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.utils import TensorType
+
+from .resampling import band_limited_resample
 
 
 def validate_sampling_rate(sampling_rate) -> int:
@@ -79,7 +79,8 @@ class SegmentFeatureExtractor(SequenceFeatureExtractor):
     Subclasses set `model_input_names` and implement `waveform_to_segments(waveform, num_segments)`,
     which turns a mono float64 waveform at `sampling_rate` into a float32 array `[T, ...]` (padded
     with silence or trimmed to exactly `num_segments` segments when that is given).
-    Audio at another rate is resampled with `scipy.signal.resample_poly` (a polyphase FIR filter).
+    Audio at another rate is resampled with the band-limited filter of the VGGish reference pipeline
+    (`models.resampling`).
     """
 
     model_input_names: ClassVar[list[str]]
@@ -88,11 +89,11 @@ class SegmentFeatureExtractor(SequenceFeatureExtractor):
         raise NotImplementedError
 
     def resample(self, waveform: np.ndarray, source_rate: int) -> np.ndarray:
-        """Resample a float waveform from `source_rate` to `sampling_rate` (`scipy.signal.resample_poly`)."""
+        """Resample a float waveform from `source_rate` to `sampling_rate` with the band-limited
+        windowed-sinc filter of the VGGish reference (`models.resampling.band_limited_resample`)."""
         if source_rate == self.sampling_rate:
             return waveform
-        divisor = math.gcd(source_rate, self.sampling_rate)
-        return resample_poly(waveform, self.sampling_rate // divisor, source_rate // divisor)
+        return band_limited_resample(waveform, source_rate, self.sampling_rate)
 
     def __call__(
         self,
