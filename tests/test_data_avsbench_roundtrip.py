@@ -31,8 +31,8 @@ def raw_dir(tmp_path_factory):
 def export_dir(raw_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     # A tiny shard size forces several shards per split.
-    counts = export_avsbench(raw_dir, out, max_shard_bytes=20_000, rows_per_group=1, progress=False)
-    assert counts == {subset: {"train": 4, "validation": 1, "test": 1} for subset in ("s4", "ms3", "avss")}
+    report = export_avsbench(raw_dir, out, max_shard_bytes=20_000, rows_per_group=1, progress=False)
+    assert report.written == {subset: {"train": 4, "validation": 1, "test": 1} for subset in ("s4", "ms3", "avss")}
     return out
 
 

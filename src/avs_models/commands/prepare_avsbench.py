@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from avs_models.data.avsbench import SUBSETS
 
@@ -25,6 +26,15 @@ def add_parser(subparsers) -> None:
         "--max-shard-mb", type=int, default=256, help="Parquet shard size in MB (default 256)"
     )
     parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help=(
+            "raise (default): stop at the first file or metadata row that breaks a rule, naming the file "
+            "and the rule; skip: leave such videos out and list them in OUT_DIR/preparation_report.md/.json"
+        ),
+    )
+    parser.add_argument(
         "--official-log-mel",
         action="store_true",
         help="also export the release's pickled log-mels (read as tensors only); off by default",
@@ -33,16 +43,21 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avs_models.data.export import export_avsbench
+    from avs_models.data.export import REPORT_MARKDOWN, export_avsbench
 
-    counts = export_avsbench(
+    report = export_avsbench(
         args.raw_dir,
         args.out_dir,
         subsets=args.subset or SUBSETS,
+        on_error=args.on_error,
         max_shard_bytes=args.max_shard_mb * 1024 * 1024,
         load_official_log_mel=args.official_log_mel,
     )
-    for subset, splits in counts.items():
-        print(subset + ": " + ", ".join(f"{split} {count}" for split, count in splits.items()))
+    print(report.summary_table())
+    skipped = sum(len(subset.skipped) for subset in report.subsets.values())
+    if skipped:
+        print(
+            f"skipped {skipped}: each with its reason in {Path(args.out_dir) / REPORT_MARKDOWN} (and .json)"
+        )
     print(f"wrote {args.out_dir}; open it with datasets.load_dataset({str(args.out_dir)!r}, CONFIG)")
     return 0

@@ -7,6 +7,8 @@ from .avsbench import (
     SUBSETS,
     AVSBenchMetadataError,
     AVSBenchReader,
+    AVSBenchValidationError,
+    SkippedVideo,
     avsbench_features,
     decode_wav,
     frames_per_clip,
@@ -21,7 +23,7 @@ from .avss_classes import (
     color_mask_to_class_ids,
 )
 from .collator import AVSBenchCollator
-from .export import export_avsbench, write_dataset_card
+from .export import PreparationReport, export_avsbench, write_dataset_card
 from .synthetic import make_synthetic_avsbench
 from .transforms import (
     TrainAugmentation,
@@ -42,6 +44,9 @@ __all__ = [
     "AVSBenchCollator",
     "AVSBenchMetadataError",
     "AVSBenchReader",
+    "AVSBenchValidationError",
+    "PreparationReport",
+    "SkippedVideo",
     "TrainAugmentation",
     "avsbench_features",
     "avss_class_table",
