@@ -201,9 +201,10 @@ def test_attention_matches_explicit_softmax_reference(gated):
         for parameter in [*attention.parameters(), *position_table.parameters()]:
             parameter.normal_()
     hidden_states = torch.randn(3, 20, config.hidden_size)
-    position_bias = position_table(20)
+    position_bias = position_table(20, hidden_states.device)
     with torch.no_grad():
-        output = attention(hidden_states, position_bias)
+        output, no_probabilities = attention(hidden_states, position_bias)
+        eager_output, probabilities = attention(hidden_states, position_bias, output_attentions=True)
 
         heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
 
@@ -223,7 +224,11 @@ def test_attention_matches_explicit_softmax_reference(gated):
         scores = query @ key.transpose(-1, -2) * head_dim**-0.5 + bias
         expected = (scores.softmax(dim=-1) @ value).transpose(1, 2).reshape(3, 20, -1)
         expected = F.linear(expected, attention.out_proj.weight, attention.out_proj.bias)
+    # SDPA (the default) and the explicit softmax that returns the probabilities agree.
     torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eager_output, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(probabilities, scores.softmax(dim=-1), atol=1e-6, rtol=1e-5)
+    assert no_probabilities is None
 
 
 # ---------------------------------------------------------------- models

@@ -237,6 +237,31 @@ def flatten_waveforms(
     return input_values.reshape(-1, input_values.shape[-1]), tuple(input_values.shape[:-1])
 
 
+def with_leading_dims(tensor: torch.Tensor, leading_dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[N, ...]` -> (`[*leading_dims, ...]`, that tensor viewed back as `[N, ...]`).
+
+    The encoders run on flattened examples but return their hidden states and attention maps with
+    the input's leading dims (`[B, T, ...]`). Continuing the forward from the second tensor puts the
+    first, the returned one, on the forward's path, so gradients reach it (`retain_grad`), as
+    users of `output_hidden_states` / `output_attentions` expect.
+    """
+    shaped = tensor.reshape(*leading_dims, *tensor.shape[1:])
+    return shaped, shaped.flatten(0, len(leading_dims) - 1)
+
+
+def keep_hidden_state(
+    hidden_state: torch.Tensor, leading_dims: tuple[int, ...], hidden_states: list[torch.Tensor] | None
+) -> torch.Tensor:
+    """Append `hidden_state` `[N, ...]` to `hidden_states` with the input's leading dims and return the
+    tensor to continue the forward from (see `with_leading_dims`); with `hidden_states=None` (not
+    asked for) the state passes through untouched."""
+    if hidden_states is None:
+        return hidden_state
+    shaped, hidden_state = with_leading_dims(hidden_state, leading_dims)
+    hidden_states.append(shaped)
+    return hidden_state
+
+
 def multi_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of AudioSet-style multi-hot `labels` against `logits` of the same shape."""
     if labels.shape != logits.shape:

@@ -20,9 +20,11 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from ..audio_utils import flatten_waveforms, multi_label_loss
+from ..audio_utils import flatten_waveforms, keep_hidden_state, multi_label_loss, with_leading_dims
 from .configuration_beats import BeatsConfig
 
 # Kaldi fbank settings of BEATs (torchaudio's `kaldi.fbank` defaults, which BEATs keeps): no dither,
@@ -52,11 +54,16 @@ class BeatsModelOutput(ModelOutput):
         hidden_states (`tuple[torch.FloatTensor]`, *optional*):
             Input of the first layer and output of every layer (before the final layer norm of
             pre-norm models), each shaped like `last_hidden_state`; with `output_hidden_states=True`.
+            They are the tensors the forward used, so gradients reach them.
+        attentions (`tuple[torch.FloatTensor]`, *optional*):
+            Attention probabilities of every layer, `[..., heads, tokens, tokens]` (softmax over the
+            keys, position bias included); with `output_attentions=True`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     embeddings: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -72,12 +79,14 @@ class BeatsAudioClassifierOutput(ModelOutput):
         embeddings (`torch.FloatTensor` of shape `[N, hidden_size]` or `[B, T, hidden_size]`):
             Mean of the last hidden states over tokens, as in [`BeatsModelOutput`].
         hidden_states (`tuple[torch.FloatTensor]`, *optional*): as in [`BeatsModelOutput`].
+        attentions (`tuple[torch.FloatTensor]`, *optional*): as in [`BeatsModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     embeddings: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ---------------------------------------------------------------- Kaldi fbank
@@ -240,12 +249,37 @@ class BeatsRelativePositionBias(nn.Module):
         self.max_distance = config.relative_position_max_distance
         self.embedding = nn.Embedding(self.num_buckets, config.num_attention_heads)
 
-    def forward(self, num_tokens: int) -> torch.Tensor:
-        """-> `[heads, tokens, tokens]`."""
-        buckets = relative_position_buckets(
-            num_tokens, self.num_buckets, self.max_distance, self.embedding.weight.device
-        )
+    def forward(self, num_tokens: int, device: torch.device) -> torch.Tensor:
+        """-> `[heads, tokens, tokens]`, the buckets built on `device` (the hidden states' device)."""
+        buckets = relative_position_buckets(num_tokens, self.num_buckets, self.max_distance, device)
         return self.embedding(buckets).permute(2, 0, 1)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    leading_dims: tuple[int, ...] | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit softmax attention: `[N, heads, tokens, head_dim]` -> `[N, tokens, heads, head_dim]` and
+    the probabilities `[*leading_dims, heads, tokens, tokens]` (`leading_dims` defaults to `(N,)`).
+
+    `attention_mask` is the additive position bias. The probabilities are returned with the input's
+    leading dims, and the attention continues from that very tensor (see `with_leading_dims`), so
+    gradients reach the returned maps.
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    returned, probabilities = with_leading_dims(probabilities, leading_dims or tuple(query.shape[:1]))
+    probabilities = F.dropout(probabilities, p=dropout, training=module.training)
+    return torch.matmul(probabilities, value).transpose(1, 2), returned
 
 
 class BeatsAttention(nn.Module):
@@ -254,10 +288,17 @@ class BeatsAttention(nn.Module):
     The gate of each query `q` (its head's slice of the query projection, before scaling) is
     `a * (b * gate_scale - 1) + 2` with `a, b = sigmoid` of two sums of four projections of `q`;
     it multiplies that query's row of the position bias.
+
+    The attention function is Transformers' `config._attn_implementation`: `"sdpa"` (the default,
+    `F.scaled_dot_product_attention`) or `"eager"` (`eager_attention_forward`). Returning the
+    attention probabilities needs the explicit softmax, so `output_attentions=True` always runs eager.
     """
+
+    is_causal = False
 
     def __init__(self, config: BeatsConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.dropout = config.attention_dropout
@@ -274,8 +315,15 @@ class BeatsAttention(nn.Module):
         batch, num_tokens, _ = projected.shape
         return projected.view(batch, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden_states: torch.Tensor, position_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """`[N, tokens, C]` (and a `[heads, tokens, tokens]` bias) -> `[N, tokens, C]`."""
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_bias: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        leading_dims: tuple[int, ...] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`[N, tokens, C]` (and a `[heads, tokens, tokens]` bias) -> `[N, tokens, C]`, and with
+        `output_attentions` the probabilities `[*leading_dims, heads, tokens, tokens]`."""
         query = self._split_heads(self.q_proj(hidden_states))
         key = self._split_heads(self.k_proj(hidden_states))
         value = self._split_heads(self.v_proj(hidden_states))
@@ -290,14 +338,28 @@ class BeatsAttention(nn.Module):
                 gate_a, gate_b = torch.sigmoid(gate_logits.sum(dim=-1)).chunk(2, dim=-1)
                 bias = (gate_a * (gate_b * self.gate_scale - 1.0) + 2.0) * bias
             bias = bias.to(query.dtype)
-        attended = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
+        attention_function = eager_attention_forward
+        if not output_attentions:
+            attention_function = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
+        attended, probabilities = attention_function(
+            self,
+            query,
+            key,
+            value,
+            bias,
+            scaling=self.head_dim**-0.5,
+            dropout=self.dropout if self.training else 0.0,
+            leading_dims=leading_dims,
         )
-        return self.out_proj(attended.transpose(1, 2).flatten(2))
+        output = self.out_proj(attended.flatten(2))
+        return output, probabilities if output_attentions else None
 
 
-class BeatsEncoderLayer(nn.Module):
-    """Attention and feed-forward blocks, post-norm with deep-norm residual scaling or pre-norm."""
+class BeatsEncoderLayer(GradientCheckpointingLayer):
+    """Attention and feed-forward blocks, post-norm with deep-norm residual scaling or pre-norm (the
+    unit that gradient checkpointing recomputes)."""
 
     def __init__(self, config: BeatsConfig):
         super().__init__()
@@ -316,14 +378,26 @@ class BeatsEncoderLayer(nn.Module):
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.fc2(self.activation_dropout(self.activation(self.fc1(hidden_states)))))
 
-    def forward(self, hidden_states: torch.Tensor, position_bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_bias: torch.Tensor | None,
+        output_attentions: bool = False,
+        leading_dims: tuple[int, ...] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> the layer output `[N, tokens, C]` and, with `output_attentions`, its attention probabilities."""
         if self.layer_norm_first:
-            attended = self.attention(self.attention_layer_norm(hidden_states), position_bias)
+            attended, attentions = self.attention(
+                self.attention_layer_norm(hidden_states), position_bias, output_attentions, leading_dims
+            )
             hidden_states = hidden_states + self.dropout(attended)
-            return hidden_states + self.feed_forward(self.final_layer_norm(hidden_states))
-        attended = self.dropout(self.attention(hidden_states, position_bias))
-        hidden_states = self.attention_layer_norm(hidden_states * self.residual_scale + attended)
-        return self.final_layer_norm(hidden_states * self.residual_scale + self.feed_forward(hidden_states))
+            return hidden_states + self.feed_forward(self.final_layer_norm(hidden_states)), attentions
+        attended, attentions = self.attention(hidden_states, position_bias, output_attentions, leading_dims)
+        hidden_states = self.attention_layer_norm(hidden_states * self.residual_scale + self.dropout(attended))
+        hidden_states = self.final_layer_norm(
+            hidden_states * self.residual_scale + self.feed_forward(hidden_states)
+        )
+        return hidden_states, attentions
 
 
 class _ScaleGradient(torch.autograd.Function):
@@ -356,28 +430,45 @@ class BeatsEncoder(nn.Module):
         self.layer_gradient_decay = config.layer_gradient_decay
 
     def forward(
-        self, hidden_states: torch.Tensor, output_hidden_states: bool = False
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        self,
+        hidden_states: torch.Tensor,
+        leading_dims: tuple[int, ...],
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor | None, ...] | None]:
+        """`[N, tokens, C]` -> the last hidden state, and (when asked) every layer's input/output and
+        attention probabilities with the input's `leading_dims` (`None` for a layer skipped by layerdrop)."""
         hidden_states = hidden_states + self.positional_embedding(hidden_states)
         if not self.layer_norm_first:
             hidden_states = self.layer_norm(hidden_states)
         hidden_states = self.dropout(hidden_states)
         position_bias = (
-            self.relative_position_bias(hidden_states.shape[1])
+            self.relative_position_bias(hidden_states.shape[1], hidden_states.device)
             if self.relative_position_bias is not None
             else None
         )
-        all_hidden_states = [hidden_states] if output_hidden_states else None
+        all_hidden_states = [] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        hidden_states = keep_hidden_state(hidden_states, leading_dims, all_hidden_states)
         for layer in self.layers:
             if self.layer_gradient_decay != 1.0 and hidden_states.requires_grad:
                 hidden_states = _ScaleGradient.apply(hidden_states, self.layer_gradient_decay)
+            attentions = None
             if not (self.training and torch.rand(()) < self.layerdrop):
-                hidden_states = layer(hidden_states, position_bias)
-            if output_hidden_states:
-                all_hidden_states.append(hidden_states)
+                # Positional tensors: reentrant gradient checkpointing only passes gradients to those.
+                hidden_states, attentions = layer(
+                    hidden_states, position_bias, output_attentions=output_attentions, leading_dims=leading_dims
+                )
+            hidden_states = keep_hidden_state(hidden_states, leading_dims, all_hidden_states)
+            if output_attentions:
+                all_attentions.append(attentions)
         if self.layer_norm_first:
             hidden_states = self.layer_norm(hidden_states)
-        return hidden_states, tuple(all_hidden_states) if output_hidden_states else None
+        return (
+            hidden_states,
+            tuple(all_hidden_states) if output_hidden_states else None,
+            tuple(all_attentions) if output_attentions else None,
+        )
 
 
 # ---------------------------------------------------------------- models
@@ -388,6 +479,9 @@ class BeatsPreTrainedModel(PreTrainedModel):
     base_model_prefix = "beats"
     main_input_name = "input_values"
     input_modalities = ("audio",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["BeatsEncoderLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -441,6 +535,7 @@ class BeatsModel(BeatsPreTrainedModel):
         self,
         input_values: torch.Tensor,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> BeatsModelOutput | tuple:
@@ -449,30 +544,32 @@ class BeatsModel(BeatsPreTrainedModel):
             input_values (`torch.FloatTensor` of shape `[N, samples]` or `[B, T, samples]`):
                 16 kHz mono waveforms in [-1, 1], e.g. the one-second segments of
                 [`BeatsFeatureExtractor`]; at least 2800 samples each.
-            output_hidden_states (`bool`, *optional*): also return every layer's hidden states.
+            output_hidden_states (`bool`, *optional*): also return every layer's hidden states;
+                defaults to `config.output_hidden_states`.
+            output_attentions (`bool`, *optional*): also return every layer's attention
+                probabilities; defaults to `config.output_attentions`.
 
         Returns:
             [`BeatsModelOutput`] with `last_hidden_state` `[..., tokens, hidden_size]` and
             `embeddings` `[..., hidden_size]` (48 tokens for one second of audio).
         """
-        waveforms, leading_dims = flatten_waveforms(
-            input_values, self.config.min_num_samples, self.config.sampling_rate
+        config = self.config
+        waveforms, leading_dims = flatten_waveforms(input_values, config.min_num_samples, config.sampling_rate)
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        return_dict = config.return_dict if return_dict is None else return_dict
+        tokens = self.patch_embedding(self.fbank_features(waveforms).to(self.dtype))
+        last_hidden_state, hidden_states, attentions = self.encoder(
+            tokens, leading_dims, output_hidden_states=output_hidden_states, output_attentions=output_attentions
         )
-        fbank = self.fbank_features(waveforms).to(self.patch_embedding.convolution.weight.dtype)
-        tokens = self.patch_embedding(fbank)
-        last_hidden_state, hidden_states = self.encoder(
-            tokens, output_hidden_states=bool(output_hidden_states)
-        )
-
-        def restore(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.reshape(*leading_dims, *tensor.shape[1:])
-
+        last_hidden_state = last_hidden_state.reshape(*leading_dims, *last_hidden_state.shape[1:])
         output = BeatsModelOutput(
-            last_hidden_state=restore(last_hidden_state),
-            embeddings=restore(last_hidden_state.mean(dim=1)),
-            hidden_states=tuple(map(restore, hidden_states)) if hidden_states is not None else None,
+            last_hidden_state=last_hidden_state,
+            embeddings=last_hidden_state.mean(dim=-2),
+            hidden_states=hidden_states,
+            attentions=attentions,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class BeatsForAudioClassification(BeatsPreTrainedModel):
@@ -494,6 +591,7 @@ class BeatsForAudioClassification(BeatsPreTrainedModel):
         input_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> BeatsAudioClassifierOutput | tuple:
@@ -504,19 +602,30 @@ class BeatsForAudioClassification(BeatsPreTrainedModel):
             labels (`torch.FloatTensor` of shape `[N, num_labels]` or `[B, T, num_labels]`, *optional*):
                 Multi-hot targets; gives a binary cross-entropy `loss`.
             output_hidden_states (`bool`, *optional*): also return every layer's hidden states.
+            output_attentions (`bool`, *optional*): also return every layer's attention probabilities.
 
         Returns:
             [`BeatsAudioClassifierOutput`] with `logits` `[..., num_labels]` and `embeddings` `[..., hidden_size]`.
         """
-        encoded = self.beats(input_values, output_hidden_states=output_hidden_states)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.beats(
+            input_values,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
         token_logits = self.classifier(self.dropout(encoded.last_hidden_state))
         logits = token_logits.mean(dim=-2)
 
         loss = multi_label_loss(logits, labels) if labels is not None else None
         output = BeatsAudioClassifierOutput(
-            loss=loss, logits=logits, embeddings=encoded.embeddings, hidden_states=encoded.hidden_states
+            loss=loss,
+            logits=logits,
+            embeddings=encoded.embeddings,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

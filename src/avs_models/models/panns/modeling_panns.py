@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ..audio_utils import flatten_waveforms, multi_label_loss
+from ..audio_utils import flatten_waveforms, keep_hidden_state, multi_label_loss
 from .configuration_panns import PannsConfig
 
 # Slaney's mel scale (librosa's default, `htk=False`): linear below 1 kHz, logarithmic above.
@@ -91,7 +92,8 @@ class PannsModelOutput(ModelOutput):
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             With `output_hidden_states=True`: the batch-normalised log-mel spectrogram
             `[..., 1, frames, num_mel_bins]` and the output of every convolution block
-            `[..., channels, frames', mel_bins']`, with the input's leading dimensions.
+            `[..., channels, frames', mel_bins']`, with the input's leading dimensions. They are
+            the tensors the forward used, so gradients reach them.
     """
 
     embeddings: torch.FloatTensor | None = None
@@ -118,33 +120,48 @@ class PannsAudioClassifierOutput(ModelOutput):
 
 
 class PannsLogMelSpectrogram(nn.Module):
-    """Waveforms `[N, samples]` -> log-mel power in dB `[N, 1, frames, num_mel_bins]`.
+    """Waveforms `[N, samples]` -> log-mel power in dB `[N, 1, frames, num_mel_bins]` (float32).
 
     STFT with centred frames (reflect padding by half a window), power spectrum, mel filter bank,
     `10 * log10(max(mel, amin))`. The DFT kernels and the mel filters are buffers, so a converted
-    checkpoint carries the exact ones of the original model.
+    checkpoint carries the exact ones of the original model. The front end always runs in float32,
+    also in a half-precision model or under autocast: the power of a 512-sample frame overflows
+    float16.
     """
 
     def __init__(self, config: PannsConfig):
         super().__init__()
         self.hop_size = config.hop_size
         self.amin = config.amin
-        self.register_buffer(
-            "stft_kernels", torch.zeros(2 * config.num_frequency_bins, 1, config.window_size)
+        stft_kernels, mel_filters = self.default_buffers(config)
+        self.register_buffer("stft_kernels", stft_kernels)
+        self.register_buffer("mel_filters", mel_filters)
+
+    @staticmethod
+    def default_buffers(config: PannsConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Hann-windowed DFT kernels and the Slaney mel filters that `config` describes (float32)."""
+        mel_filters = slaney_mel_filters(
+            config.sample_rate, config.window_size, config.num_mel_bins, config.fmin, config.fmax
         )
-        self.register_buffer("mel_filters", torch.zeros(config.num_frequency_bins, config.num_mel_bins))
+        return (
+            torch.from_numpy(hann_dft_kernels(config.window_size)).float(),
+            torch.from_numpy(mel_filters).float(),
+        )
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         padding = self.stft_kernels.shape[-1] // 2
-        padded = F.pad(waveforms[:, None, :], (padding, padding), mode="reflect")
-        real, imaginary = F.conv1d(padded, self.stft_kernels, stride=self.hop_size).chunk(2, dim=1)
-        power = (real**2 + imaginary**2).transpose(1, 2)  # [N, frames, frequency bins]
-        mel_power = torch.matmul(power, self.mel_filters)
-        return 10.0 * torch.log10(mel_power.clamp(min=self.amin))[:, None]
+        with torch.autocast(device_type=waveforms.device.type, enabled=False):
+            padded = F.pad(waveforms.float()[:, None, :], (padding, padding), mode="reflect")
+            spectrum = F.conv1d(padded, self.stft_kernels.float(), stride=self.hop_size)
+            real, imaginary = spectrum.chunk(2, dim=1)
+            power = (real**2 + imaginary**2).transpose(1, 2)  # [N, frames, frequency bins]
+            mel_power = torch.matmul(power, self.mel_filters.float())
+            return 10.0 * torch.log10(mel_power.clamp(min=self.amin))[:, None]
 
 
-class PannsConvBlock(nn.Module):
-    """Two 3x3 convolutions (no bias), each followed by batch norm and ReLU, then an optional 2x2 average pool."""
+class PannsConvBlock(GradientCheckpointingLayer):
+    """Two 3x3 convolutions (no bias), each followed by batch norm and ReLU, then an optional 2x2 average
+    pool (the unit that gradient checkpointing recomputes)."""
 
     def __init__(self, in_channels: int, out_channels: int, pool: bool, eps: float):
         super().__init__()
@@ -165,6 +182,10 @@ class PannsPreTrainedModel(PreTrainedModel):
     base_model_prefix = "panns"
     main_input_name = "input_values"
     input_modalities = ("audio",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["PannsLogMelSpectrogram", "PannsConvBlock"]
+    # The front end's DFT kernels and mel filters stay float32 in half-precision models.
+    _keep_in_fp32_modules_strict = ["log_mel"]
 
     def _init_weights(self, module: nn.Module) -> None:
         # PANNs initialises convolutions and linear layers with Xavier-uniform weights and zero biases.
@@ -173,12 +194,9 @@ class PannsPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, PannsLogMelSpectrogram):
-            config = self.config
-            init.copy_(module.stft_kernels, torch.from_numpy(hann_dft_kernels(config.window_size)))
-            mel_filters = slaney_mel_filters(
-                config.sample_rate, config.window_size, config.num_mel_bins, config.fmin, config.fmax
-            )
-            init.copy_(module.mel_filters, torch.from_numpy(mel_filters))
+            stft_kernels, mel_filters = module.default_buffers(self.config)
+            init.copy_(module.stft_kernels, stft_kernels)
+            init.copy_(module.mel_filters, mel_filters)
         else:
             super()._init_weights(module)
 
@@ -229,14 +247,17 @@ class PannsModel(PannsPreTrainedModel):
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        all_hidden_states = [] if output_hidden_states else None
+        log_mel = self.log_mel(waveforms).to(self.dtype)
         # Batch norm over the mel bands: they are the channels, so move them to dim 1 and back.
-        hidden_states = self.mel_norm(self.log_mel(waveforms).transpose(1, 3)).transpose(1, 3)
-        all_hidden_states = [hidden_states]
+        hidden_states = self.mel_norm(log_mel.transpose(1, 3)).transpose(1, 3)
+        hidden_states = keep_hidden_state(hidden_states, leading_dims, all_hidden_states)
         for block in self.conv_blocks:
             hidden_states = F.dropout(
                 block(hidden_states), p=self.config.hidden_dropout, training=self.training
             )
-            all_hidden_states.append(hidden_states)
+            hidden_states = keep_hidden_state(hidden_states, leading_dims, all_hidden_states)
 
         # Mean over mel bands, then max + mean over time.
         over_time = hidden_states.mean(dim=3)
@@ -244,15 +265,11 @@ class PannsModel(PannsPreTrainedModel):
         pooled = F.dropout(pooled, p=self.config.embedding_dropout, training=self.training)
         embeddings = F.relu(self.embedding_layer(pooled))
 
-        hidden_states_output = (
-            tuple(state.reshape(*leading_dims, *state.shape[1:]) for state in all_hidden_states)
-            if output_hidden_states
-            else None
-        )
         output = PannsModelOutput(
-            embeddings=embeddings.reshape(*leading_dims, -1), hidden_states=hidden_states_output
+            embeddings=embeddings.reshape(*leading_dims, -1),
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class PannsForAudioClassification(PannsPreTrainedModel):
@@ -290,6 +307,7 @@ class PannsForAudioClassification(PannsPreTrainedModel):
             [`PannsAudioClassifierOutput`] with `logits` `[N, num_labels]` or `[B, T, num_labels]` and
             `embeddings` `[N, 2048]` or `[B, T, 2048]`.
         """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         encoded = self.panns(input_values, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.classifier(encoded.embeddings)
 
@@ -297,7 +315,7 @@ class PannsForAudioClassification(PannsPreTrainedModel):
         output = PannsAudioClassifierOutput(
             loss=loss, logits=logits, embeddings=encoded.embeddings, hidden_states=encoded.hidden_states
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

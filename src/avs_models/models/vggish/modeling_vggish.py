@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ..audio_utils import multi_label_loss
+from ..audio_utils import keep_hidden_state, multi_label_loss
 from .configuration_vggish import VGGishConfig
 
 
@@ -32,10 +33,16 @@ class VGGishModelOutput(ModelOutput):
         postprocessed (`torch.FloatTensor` of the same shape, *optional*):
             PCA-whitened, clipped and quantised embeddings, values in {0, ..., 255} (stored as
             float); returned when post-processing is enabled.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_hidden_states=True`: the output of every convolution stage
+            `[..., channels, frames / 2**i, bands / 2**i]`, then of every fully connected layer
+            `[..., width]` (the last one is `embeddings`), with the input's leading dimensions.
+            They are the tensors the forward used, so gradients reach them.
     """
 
     embeddings: torch.FloatTensor | None = None
     postprocessed: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -49,16 +56,19 @@ class VGGishAudioClassifierOutput(ModelOutput):
             AudioSet class logits (apply a sigmoid for per-class probabilities).
         embeddings (`torch.FloatTensor`): raw embeddings, as in [`VGGishModelOutput`].
         postprocessed (`torch.FloatTensor`): post-processed embeddings (the head's input).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): as in [`VGGishModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     embeddings: torch.FloatTensor | None = None
     postprocessed: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
-class VGGishConvStage(nn.Module):
-    """3x3 convolutions (padding 1), each followed by ReLU, then a 2x2 max-pool."""
+class VGGishConvStage(GradientCheckpointingLayer):
+    """3x3 convolutions (padding 1), each followed by ReLU, then a 2x2 max-pool (the unit that
+    gradient checkpointing recomputes)."""
 
     def __init__(self, in_channels: int, channels: list[int]):
         super().__init__()
@@ -101,6 +111,8 @@ class VGGishPreTrainedModel(PreTrainedModel):
     base_model_prefix = "vggish"
     main_input_name = "input_features"
     input_modalities = ("audio",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["VGGishConvStage", "VGGishClassificationHead"]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -148,6 +160,7 @@ class VGGishModel(VGGishPreTrainedModel):
         self,
         input_features: torch.Tensor,
         postprocess: bool | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> VGGishModelOutput | tuple:
@@ -157,27 +170,38 @@ class VGGishModel(VGGishPreTrainedModel):
                 Log-mel examples from [`VGGishFeatureExtractor`].
             postprocess (`bool`, *optional*): also return `postprocessed`; defaults to
                 `config.postprocess`.
+            output_hidden_states (`bool`, *optional*): also return every stage's and every fully
+                connected layer's output; defaults to `config.output_hidden_states`.
 
         Returns:
             [`VGGishModelOutput`] with `embeddings` `[N, 128]` or `[B, T, 128]`.
         """
-        examples, leading_dims = _flatten_examples(input_features, self.config)
-        hidden_states = examples
+        config = self.config
+        examples, leading_dims = _flatten_examples(input_features, config)
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.return_dict if return_dict is None else return_dict
+        all_hidden_states = [] if output_hidden_states else None
+        hidden_states = examples.to(self.dtype)
+        if self.training and not hidden_states.requires_grad and self.is_activation_checkpointing:
+            # Reentrant checkpointing only back-propagates into a stage whose input requires grad.
+            hidden_states = hidden_states.detach().requires_grad_()
         for stage in self.stages:
-            hidden_states = stage(hidden_states)
+            hidden_states = keep_hidden_state(stage(hidden_states), leading_dims, all_hidden_states)
         # Flatten channels-last ([N, frames, bands, channels]): the order of the original
         # TensorFlow model, which the published fully connected weights expect.
         hidden_states = hidden_states.permute(0, 2, 3, 1).flatten(1)
         for fc_layer in self.fc_layers:
-            hidden_states = F.relu(fc_layer(hidden_states))
+            hidden_states = keep_hidden_state(F.relu(fc_layer(hidden_states)), leading_dims, all_hidden_states)
         embeddings = hidden_states
 
-        postprocess = self.config.postprocess if postprocess is None else postprocess
+        postprocess = config.postprocess if postprocess is None else postprocess
         postprocessed = self.postprocessor(embeddings).reshape(*leading_dims, -1) if postprocess else None
         output = VGGishModelOutput(
-            embeddings=embeddings.reshape(*leading_dims, -1), postprocessed=postprocessed
+            embeddings=embeddings.reshape(*leading_dims, -1),
+            postprocessed=postprocessed,
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class VGGishAttentionPooling(nn.Module):
@@ -248,6 +272,7 @@ class VGGishForAudioClassification(VGGishPreTrainedModel):
         self,
         input_features: torch.Tensor,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> VGGishAudioClassifierOutput | tuple:
@@ -257,20 +282,28 @@ class VGGishForAudioClassification(VGGishPreTrainedModel):
                 Log-mel examples from [`VGGishFeatureExtractor`].
             labels (`torch.FloatTensor` of shape `[N, num_labels]` or `[B, T, num_labels]`, *optional*):
                 Multi-hot targets; gives a binary cross-entropy `loss`.
+            output_hidden_states (`bool`, *optional*): also return the encoder's hidden states.
 
         Returns:
             [`VGGishAudioClassifierOutput`] with `logits` `[N, num_labels]` or `[B, T, num_labels]`.
         """
-        encoded = self.vggish(input_features, postprocess=True)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.vggish(
+            input_features, postprocess=True, output_hidden_states=output_hidden_states, return_dict=True
+        )
         leading_dims = encoded.embeddings.shape[:-1]
         dequantized = (encoded.postprocessed.reshape(-1, 1, self.config.embedding_size) - 128.0) / 128.0
         logits = self.head(dequantized).reshape(*leading_dims, -1)
 
         loss = multi_label_loss(logits, labels) if labels is not None else None
         output = VGGishAudioClassifierOutput(
-            loss=loss, logits=logits, embeddings=encoded.embeddings, postprocessed=encoded.postprocessed
+            loss=loss,
+            logits=logits,
+            embeddings=encoded.embeddings,
+            postprocessed=encoded.postprocessed,
+            hidden_states=encoded.hidden_states,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

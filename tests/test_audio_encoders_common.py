@@ -1,0 +1,221 @@
+"""Transformers' own common tests (`ModelTesterMixin`, `ConfigTester`, the feature-extraction mixins)
+applied to the audio encoders VGGish, PANNs Cnn14 and BEATs, on tiny configs, plus the checks the
+mixins leave to accelerators (half precision, forced offloading on CPU).
+
+A mixin test is switched off only by a mixin flag or an overriding `skipTest` with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import unittest
+
+import numpy as np
+import pytest
+import torch
+from transformers_common import (
+    ConfigTester,
+    ModelTesterMixin,
+    SequenceFeatureExtractionTestMixin,
+    floats_tensor,
+)
+
+from avs_models import (
+    BeatsConfig,
+    BeatsFeatureExtractor,
+    BeatsForAudioClassification,
+    BeatsModel,
+    PannsConfig,
+    PannsFeatureExtractor,
+    PannsForAudioClassification,
+    PannsModel,
+    VGGishConfig,
+    VGGishFeatureExtractor,
+    VGGishForAudioClassification,
+    VGGishModel,
+)
+
+BATCH_SIZE = 3
+NUM_LABELS = 5
+
+
+# ---------------------------------------------------------------- model testers
+
+
+class VGGishModelTester:
+    """Two convolution stages over 16 x 16 log-mel examples, one hidden fully connected layer."""
+
+    def __init__(self, parent, batch_size=BATCH_SIZE, is_training=True):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.is_training = is_training
+        self.num_frames = 16
+        self.num_mel_bins = 16
+        self.stage_channels = [[4], [8, 8]]
+        self.hidden_sizes = [32]
+        self.embedding_size = 16
+        # `hidden_states`: every stage's output, then every fully connected layer's; the first is
+        # `[N, 4, 8, 8]`, whose last two dims the mixin reads as (seq_length, hidden_size).
+        self.num_hidden_layers = len(self.stage_channels)
+        self.expected_num_hidden_layers = len(self.stage_channels) + len(self.hidden_sizes) + 1
+        self.seq_length = self.num_frames // 2
+        self.hidden_size = self.num_mel_bins // 2
+
+    def get_config(self) -> VGGishConfig:
+        return VGGishConfig(
+            num_frames=self.num_frames,
+            num_mel_bins=self.num_mel_bins,
+            stage_channels=self.stage_channels,
+            hidden_sizes=self.hidden_sizes,
+            embedding_size=self.embedding_size,
+            classifier_hidden_size=16,
+            num_labels=NUM_LABELS,
+        )
+
+    def prepare_config_and_inputs_for_common(self):
+        features = floats_tensor([self.batch_size, 1, self.num_frames, self.num_mel_bins])
+        return self.get_config(), {"input_features": features}
+
+
+class PannsModelTester:
+    """Two convolution blocks over an 8-band log-mel of 160-sample waveforms (21 frames)."""
+
+    def __init__(self, parent, batch_size=BATCH_SIZE, is_training=True):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.is_training = is_training
+        self.num_samples = 160
+        self.hop_size = 8
+        self.block_channels = [4, 8]
+        # `hidden_states`: the normalised log-mel `[N, 1, frames, mel]`, then every block's output.
+        self.num_hidden_layers = len(self.block_channels)
+        self.seq_length = self.num_samples // self.hop_size + 1
+        self.hidden_size = 8  # mel bands
+
+    def get_config(self) -> PannsConfig:
+        return PannsConfig(
+            window_size=32,
+            hop_size=self.hop_size,
+            num_mel_bins=self.hidden_size,
+            block_channels=self.block_channels,
+            embedding_size=16,
+            num_labels=NUM_LABELS,
+        )
+
+    def prepare_config_and_inputs_for_common(self):
+        waveforms = floats_tensor([self.batch_size, self.num_samples]) * 2 - 1
+        return self.get_config(), {"input_values": waveforms}
+
+
+class BeatsModelTester:
+    """Two Transformer layers of width 16 over 4 patch tokens (8 fbank frames x 8 mel bins, 4x4 patches)."""
+
+    def __init__(self, parent, batch_size=BATCH_SIZE, is_training=True):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.is_training = is_training
+        self.num_hidden_layers = 2
+        self.num_attention_heads = 2
+        self.hidden_size = 16
+        self.num_samples = 400 + 160 * 7  # 8 fbank frames of 25 ms every 10 ms
+        self.seq_length = 4
+
+    def get_config(self) -> BeatsConfig:
+        return BeatsConfig(
+            num_mel_bins=8,
+            patch_size=4,
+            patch_embedding_dim=8,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=32,
+            positional_conv_kernel_size=4,
+            positional_conv_groups=2,
+            relative_position_buckets=8,
+            relative_position_max_distance=16,
+            num_labels=NUM_LABELS,
+        )
+
+    def prepare_config_and_inputs_for_common(self):
+        waveforms = floats_tensor([self.batch_size, self.num_samples]) * 2 - 1
+        return self.get_config(), {"input_values": waveforms}
+
+
+# ---------------------------------------------------------------- the mixin, adapted to audio encoders
+
+
+class AudioEncoderModelTestMixin:
+    """What `ModelTesterMixin` knows about Transformers' own audio classifiers, told about ours.
+
+    - `_prepare_for_class(return_labels=True)` gives the multi-hot `labels` our classifiers take
+      (Transformers only builds labels for the classes in its own task mappings).
+    - The training tests run on the classifiers only: Transformers leaves out its base models
+      (those in `MODEL_MAPPING_NAMES`, which have no loss), and ours are not in that table.
+    """
+
+    test_resize_embeddings = False  # no token embeddings
+    test_can_init_all_missing_weights_before_2023 = True  # run the init check (the mixin dates models by copyright)
+    base_model_class: type
+    classifier_class: type
+
+    def setUp(self):
+        self.model_tester = self.model_tester_class(self)
+        self.config_tester = ConfigTester(
+            self, config_class=self.config_class, has_text_modality=False, common_properties=[]
+        )
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+    def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
+        inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=False)
+        if return_labels and model_class is self.classifier_class:
+            generator = torch.Generator().manual_seed(0)
+            shape = (self.model_tester.batch_size, NUM_LABELS)
+            inputs_dict["labels"] = torch.randint(2, shape, generator=generator).float()
+        return inputs_dict
+
+    @contextlib.contextmanager
+    def _classes_with_a_loss(self):
+        all_model_classes = self.all_model_classes
+        self.all_model_classes = (self.classifier_class,)
+        try:
+            yield
+        finally:
+            self.all_model_classes = all_model_classes
+
+    def test_training(self):
+        with self._classes_with_a_loss():
+            super().test_training()
+
+    def check_training_gradient_checkpointing(self, gradient_checkpointing_kwargs=None):
+        with self._classes_with_a_loss():
+            super().check_training_gradient_checkpointing(gradient_checkpointing_kwargs)
+
+    @unittest.skip(reason="no token embeddings: the encoders take log-mel features or waveforms")
+    def test_model_get_set_embeddings(self):
+        pass
+
+
+class VGGishModelTest(AudioEncoderModelTestMixin, ModelTesterMixin, unittest.TestCase):
+    all_model_classes = (VGGishModel, VGGishForAudioClassification)
+    base_model_class, classifier_class = VGGishModel, VGGishForAudioClassification
+    config_class = VGGishConfig
+    model_tester_class = VGGishModelTester
+    has_attentions = False  # a CNN
+
+
+class PannsModelTest(AudioEncoderModelTestMixin, ModelTesterMixin, unittest.TestCase):
+    all_model_classes = (PannsModel, PannsForAudioClassification)
+    base_model_class, classifier_class = PannsModel, PannsForAudioClassification
+    config_class = PannsConfig
+    model_tester_class = PannsModelTester
+    has_attentions = False  # a CNN
+
+
+class BeatsModelTest(AudioEncoderModelTestMixin, ModelTesterMixin, unittest.TestCase):
+    all_model_classes = (BeatsModel, BeatsForAudioClassification)
+    base_model_class, classifier_class = BeatsModel, BeatsForAudioClassification
+    config_class = BeatsConfig
+    model_tester_class = BeatsModelTester
