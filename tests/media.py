@@ -1,4 +1,5 @@
-"""Real media files for the processor tests: videos encoded with PyAV, wav files and frame folders."""
+"""Real media files for the processor tests: videos encoded with PyAV (any container, rotation metadata,
+stream offsets, variable frame rates, beeps at chosen seconds), wav files and frame folders."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ import av
 import numpy as np
 import soundfile
 from PIL import Image
+
+# Video and audio codecs per container (what PyAV's bundled FFmpeg encodes).
+CODECS = {
+    ".mp4": ("libx264", "aac"),
+    ".mov": ("libx264", "pcm_s16le"),
+    ".mkv": ("libx264", "flac"),
+    ".webm": ("libvpx-vp9", "libopus"),
+}
+AUDIO_FORMATS = {"aac": "fltp", "pcm_s16le": "s16", "flac": "s16", "libopus": "flt", "mp3": "fltp"}
 
 
 def frame_brightness(index: int) -> int:
@@ -27,6 +37,17 @@ def tone(
     return wave.astype(np.float32)
 
 
+def beeps(seconds: float, rate: int, beep_times: tuple[float, ...], start: float = 0.0) -> np.ndarray:
+    """Silence with a 1 kHz beep from `t + 0.2` to `t + 0.8` s for each container time `t` in
+    `beep_times`, for a stream whose first sample plays at container time `start`."""
+    wave = np.zeros(int(round(seconds * rate)), dtype=np.float32)
+    for time in beep_times:
+        first, last = (round((time + offset - start) * rate) for offset in (0.2, 0.8))
+        first, last = max(first, 0), min(last, len(wave))
+        wave[first:last] = 0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(last - first) / rate)
+    return wave
+
+
 def write_video(
     path: Path,
     seconds: float,
@@ -37,39 +58,81 @@ def write_video(
     silent_seconds: tuple[int, ...] = (),
     with_video: bool = True,
     with_audio: bool = True,
+    frame_times: list[float] | None = None,
+    video_start: float = 0.0,
+    audio_start: float = 0.0,
+    audio: np.ndarray | None = None,
+    channels: int = 1,
+    rotation: int = 0,
+    marker: bool = False,
 ) -> Path:
-    """An mp4 of flat grey frames (brightness from `frame_brightness`) and an AAC tone."""
+    """A video of flat grey frames (frame `i` has brightness `frame_brightness(i)`) and a sound track.
+
+    The container and codecs follow the suffix (`CODECS`). Frames are shown at `frame_times`
+    (variable frame rate; the last one lasts until `video_start + seconds`) or every `1 / fps` s,
+    from container time `video_start`; the audio (`audio`, by default a 440 Hz tone with
+    `silent_seconds`) starts at `audio_start`. `rotation` (degrees counter-clockwise) is stored as
+    display-matrix metadata; `marker` paints the top-left corner white, to check orientation.
+    """
     height, width = size
+    video_codec, audio_codec = CODECS[path.suffix]
+    if frame_times is None:
+        frame_times = [index / fps for index in range(round(seconds * fps))]
+    time_base = Fraction(1, 1000)
     with av.open(str(path), "w") as container:
         video_stream = audio_stream = None
         if with_video:
-            video_stream = container.add_stream("libx264", rate=fps)
+            video_stream = container.add_stream(video_codec, rate=fps)
             video_stream.width, video_stream.height, video_stream.pix_fmt = width, height, "yuv420p"
-            video_stream.options = {"crf": "0"}
+            video_stream.codec_context.time_base = time_base
+            if video_codec == "libx264":
+                video_stream.options = {"crf": "0"}
+            if rotation:
+                video_stream.set_display_rotation(rotation)
         if with_audio:
-            audio_stream = container.add_stream("aac", rate=audio_rate, layout="mono")
+            layout = {1: "mono", 2: "stereo"}[channels]
+            audio_stream = container.add_stream(audio_codec, rate=audio_rate, layout=layout)
         if video_stream is not None:
-            for index in range(round(seconds * fps)):
+            ends = [*frame_times[1:], seconds]
+            for index, (time, end) in enumerate(zip(frame_times, ends)):
                 image = np.full((height, width, 3), frame_brightness(index), dtype=np.uint8)
+                if marker:
+                    image[: height // 4, : width // 4] = 255
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts, frame.time_base = index, Fraction(1, fps)
+                frame.pts, frame.time_base = round((video_start + time) * 1000), time_base
+                frame.duration = round((end - time) * 1000)
                 container.mux(video_stream.encode(frame))
             container.mux(video_stream.encode(None))
         if audio_stream is not None:
-            wave = tone(seconds if audio_seconds is None else audio_seconds, audio_rate, silent_seconds)
-            chunk = 1024
-            for start in range(0, len(wave), chunk):
-                frame = av.AudioFrame.from_ndarray(
-                    wave[None, start : start + chunk], format="flt", layout="mono"
-                )
-                frame.sample_rate, frame.pts, frame.time_base = audio_rate, start, Fraction(1, audio_rate)
-                container.mux(audio_stream.encode(frame))
-            container.mux(audio_stream.encode(None))
+            if audio is None:
+                audio = tone(seconds if audio_seconds is None else audio_seconds, audio_rate, silent_seconds)
+            _write_audio(container, audio_stream, audio, audio_rate, channels, audio_start)
     return path
 
 
+def _write_audio(container, stream, wave: np.ndarray, rate: int, channels: int, start: float) -> None:
+    sample_format = AUDIO_FORMATS[stream.codec_context.name]
+    planar = np.repeat(wave[None], channels, axis=0)
+    if channels == 2:
+        planar[1] *= 0.5  # the channels differ, so a wrong down-mix would show
+    if sample_format == "s16":
+        planar = (planar * 32767).astype(np.int16)
+    chunk = 960 if sample_format == "flt" else 1024
+    offset = round(start * rate)
+    for first in range(0, planar.shape[1], chunk):
+        block = planar[:, first : first + chunk]
+        if sample_format in ("s16", "flt"):  # packed formats interleave the channels
+            block = block.T.reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(block), format=sample_format, layout=stream.layout.name
+        )
+        frame.sample_rate, frame.pts, frame.time_base = rate, offset + first, Fraction(1, rate)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
 def write_frames_and_wav(
-    folder: Path, seconds: int, rate: int = 16000, size: tuple[int, int] = (40, 30)
+    folder: Path, seconds: int, rate: int = 16000, size: tuple[int, int] = (40, 30), audio: np.ndarray | None = None
 ) -> tuple[Path, Path]:
     """A folder of `seconds` PNG frames (named 1.png, 2.png, ..., 10.png) and a matching wav."""
     frames_dir = folder / "frames"
@@ -79,5 +142,5 @@ def write_frames_and_wav(
             frames_dir / f"{index + 1}.png"
         )
     wav = folder / "audio.wav"
-    soundfile.write(wav, tone(seconds, rate), rate, subtype="FLOAT")
+    soundfile.write(wav, tone(seconds, rate) if audio is None else audio, rate, subtype="FLOAT")
     return frames_dir, wav

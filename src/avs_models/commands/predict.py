@@ -4,7 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+# Seconds whose files may wait to be written while the next clips run through the model.
+_MAX_PENDING_WRITES = 16
+
+
+def probability(text: str) -> float:
+    """argparse type: a threshold in (0, 1)."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability strictly between 0 and 1, got {text}")
+    return value
+
+
+def opacity(text: str) -> float:
+    """argparse type: an opacity in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1] (0 transparent, 1 opaque), got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def add_parser(subparsers) -> None:
@@ -13,18 +41,49 @@ def add_parser(subparsers) -> None:
         help="segment the sounding objects of a video (masks, overlays, JSON summary)",
         description=(
             "Runs the audio-visual segmentation model in MODEL_DIR (with its saved AudioVisualProcessor) on "
-            "VIDEO and writes to OUT_DIR: masks/ (one PNG per second: 0/255 for binary models, class ids for "
-            "semantic ones), overlays/ (PNG per second), overlay.gif, overlay.mp4 (with the video's audio) "
-            "and summary.json."
+            "INPUT, a video file with sound, or a folder of frames (one per second) with --audio. Writes to "
+            "OUT_DIR: masks/ (one PNG per second: 0/255 for binary models, class ids for semantic ones), "
+            "overlays/ (PNG per second), overlay.gif, overlay.mp4 (with the input's own audio) and "
+            "summary.json. The video is decoded once and written as it goes, so any length fits in memory."
         ),
     )
-    parser.add_argument("model_dir", metavar="MODEL_DIR")
-    parser.add_argument("video", metavar="VIDEO")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by save_pretrained (or training)")
+    parser.add_argument(
+        "input", metavar="INPUT", help="a video file with an audio track, or a folder of frames (with --audio)"
+    )
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder (created if missing)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of binary models")
-    parser.add_argument("--clip-batch-size", type=int, default=4, help="clips per forward pass (default 4)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    parser.add_argument(
+        "--audio", metavar="FILE", help="sound file (wav, flac) going with a frames folder; videos use their own"
+    )
+    parser.add_argument(
+        "--threshold", type=probability, default=0.5, help="probability threshold of binary models, in (0, 1) (default 0.5)"
+    )
+    parser.add_argument("--alpha", type=opacity, default=0.5, help="overlay fill opacity, in [0, 1] (default 0.5)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=4, help="clips per forward pass (default 4)"
+    )
+    parser.add_argument(
+        "--side-by-side", action="store_true", help="overlays show the frame and its overlay side by side"
+    )
     parser.set_defaults(func=run)
+
+
+def _check_inputs(model_dir: Path, source: Path, audio: Path | None) -> None:
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"model folder not found: {model_dir} (pass a folder written by save_pretrained or avs-models train)"
+        )
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} has no config.json: pass a folder written by save_pretrained")
+    if source.is_dir():
+        if audio is None:
+            raise ValueError(
+                f"{source} is a folder of frames: pass its sound with --audio FILE (videos carry their own)"
+            )
+    elif not source.exists():
+        raise FileNotFoundError(f"input not found: {source} (pass a video file, or a frames folder with --audio)")
+    elif audio is not None:
+        raise ValueError(f"--audio goes with a frames folder; the video {source} is used with its own audio track")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,46 +92,86 @@ def run(args: argparse.Namespace) -> int:
     from transformers import pipeline
 
     import avs_models  # noqa: F401  (registers the task and the Auto classes)
+    from avs_models.models.labels import is_semantic_segmentation
     from avs_models.processing.pipeline_audio_visual_segmentation import PIPELINE_TASK
-    from avs_models.processing.video_io import read_video
-    from avs_models.processing.visualization import overlay_mask, save_gif, save_mp4, save_png_frames
-
-    model_dir, video, out_dir = Path(args.model_dir), Path(args.video), Path(args.out)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model folder not found: {model_dir}")
-    segmenter = pipeline(PIPELINE_TASK, model=str(model_dir))
-    results = segmenter(str(video), threshold=args.threshold, clip_batch_size=args.clip_batch_size)
-    clip = read_video(
-        video, segmenter.processor.frame_time, segmenter.processor.feature_extractor.sampling_rate
+    from avs_models.processing.video_io import read_audio_file
+    from avs_models.processing.visualization import (
+        AudioSource,
+        GifWriter,
+        Mp4Writer,
+        draw_legend,
+        legend_entries,
+        mask_palette,
+        overlay_mask,
+        side_by_side,
     )
 
-    is_semantic = segmenter.model.config.num_labels > 1
-    masks_dir = out_dir / "masks"
-    masks_dir.mkdir(parents=True, exist_ok=True)
-    overlays, frames_summary = [], []
-    for index, (result, frame) in enumerate(zip(results, clip.frames)):
-        mask = result["mask"]
-        mask_path = masks_dir / f"mask_{index:04d}.png"
-        Image.fromarray(mask if is_semantic else (mask * 255).astype(np.uint8)).save(mask_path)
-        overlays.append(overlay_mask(frame, mask, alpha=args.alpha))
-        entry = {
-            "time": result["time"],
-            "mask": str(mask_path.relative_to(out_dir)),
-            "overlay": f"overlays/frame_{index:04d}.png",
-            "foreground_fraction": float((mask > 0).mean()),
-        }
-        if is_semantic:
-            entry.update(labels=result["labels"], scores=result["scores"])
-        frames_summary.append(entry)
-    save_png_frames(overlays, out_dir / "overlays")
-    save_gif(overlays, out_dir / "overlay.gif")
-    save_mp4(overlays, out_dir / "overlay.mp4", clip.waveform, clip.sampling_rate)
+    model_dir, source, out_dir = Path(args.model_dir), Path(args.input), Path(args.out)
+    audio_path = Path(args.audio) if args.audio else None
+    _check_inputs(model_dir, source, audio_path)
+    segmenter = pipeline(PIPELINE_TASK, model=str(model_dir))
+    config = segmenter.model.config
+    semantic = is_semantic_segmentation(config)
+    palette = mask_palette(config.num_labels)
+    id2label = {int(k): v for k, v in (config.id2label or {}).items()}
+    if source.is_dir():
+        inputs = {"frames_dir": source, "audio_path": audio_path}
+        waveform, rate = read_audio_file(audio_path)
+        audio = AudioSource(waveform=waveform, sampling_rate=rate)
+    else:
+        inputs, audio = str(source), None  # the video's own audio, once its first second is known
+
+    seconds = segmenter.stream(
+        inputs, batch_size=args.batch_size, threshold=args.threshold, return_frames=True, show_progress=True
+    )
+    masks_dir, overlays_dir = out_dir / "masks", out_dir / "overlays"
+    gif = mp4 = None
+    frames_summary: list[dict] = []
+
+    def write(index: int, second: dict) -> None:
+        mask, frame = second["mask"], second["frame"]
+        Image.fromarray(mask if semantic else (mask * 255).astype(np.uint8)).save(masks_dir / f"mask_{index:04d}.png")
+        overlay = overlay_mask(frame, mask, alpha=args.alpha, palette=palette)
+        if semantic:
+            overlay = draw_legend(overlay, legend_entries(mask, id2label, palette))
+        if args.side_by_side:
+            overlay = side_by_side(frame, overlay)
+        Image.fromarray(overlay).save(overlays_dir / f"frame_{index:04d}.png")
+        gif.add(overlay)
+        mp4.add(overlay)
+
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=1) as writer:  # writes while the model runs on later clips
+        for index, second in enumerate(seconds):
+            if index == 0:
+                masks_dir.mkdir(parents=True, exist_ok=True)
+                overlays_dir.mkdir(parents=True, exist_ok=True)
+                audio = audio or AudioSource(video=source, start_time=second["start"])
+                gif, mp4 = GifWriter(out_dir / "overlay.gif"), Mp4Writer(out_dir / "overlay.mp4", audio)
+            pending.append(writer.submit(write, index, second))
+            while len(pending) > _MAX_PENDING_WRITES or (pending and pending[0].done()):
+                pending.popleft().result()
+            entry = {
+                "start": second["start"],
+                "time": second["time"],
+                "mask": f"masks/mask_{index:04d}.png",
+                "overlay": f"overlays/frame_{index:04d}.png",
+                "foreground_fraction": float((second["mask"] > 0).mean()),
+            }
+            if semantic:
+                entry.update(labels=second["labels"], scores=second["scores"])
+            frames_summary.append(entry)
+        while pending:
+            pending.popleft().result()
+    gif.close()
+    mp4.close()
     summary = {
         "model": str(model_dir),
-        "video": str(video),
-        "model_type": segmenter.model.config.model_type,
-        "num_labels": segmenter.model.config.num_labels,
-        "threshold": args.threshold if not is_semantic else None,
+        "input": str(source),
+        "audio": str(audio_path) if audio_path else None,
+        "model_type": config.model_type,
+        "num_labels": config.num_labels,
+        "threshold": None if semantic else args.threshold,
         "num_frames": len(frames_summary),
         "frames": frames_summary,
     }

@@ -98,6 +98,12 @@ def avss_palette(num_classes: int = AVSS_NUM_CLASSES) -> np.ndarray:
     return palette.astype(np.uint8)
 
 
+def avss_id2label() -> dict[int, str]:
+    """`id2label` of a 71-class AVSS model (`{0: "background", 1: "accordion", ...}`), for its config:
+    converters, presets and training set it so that masks and legends show class names."""
+    return dict(enumerate(AVSS_CLASS_NAMES))
+
+
 def avss_class_table() -> list[tuple[int, str, tuple[int, int, int]]]:
     """`(class id, name, RGB colour in labels_rgb)` for the 71 AVSS classes, in id order."""
     return [

@@ -12,7 +12,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, images_to_tensor, normalize, resize_frames
 
 
-def _frame_to_array(frame) -> np.ndarray:
+def frame_to_rgb_array(frame) -> np.ndarray:
     """One RGB frame (PIL image, `[H, W, 3]` array or `[3, H, W]` / `[H, W, 3]` tensor) as uint8 `[H, W, 3]`."""
     if isinstance(frame, torch.Tensor):
         frame = frame.detach().cpu()
@@ -85,7 +85,7 @@ class AudioVisualImageProcessor(BaseImageProcessor):
         frames = list(images) if isinstance(images, (list, tuple)) else [images]
         if not frames:
             raise ValueError("`images` is empty: pass at least one frame")
-        arrays = [_frame_to_array(frame) for frame in frames]
+        arrays = [frame_to_rgb_array(frame) for frame in frames]
         target = (self.size["height"], self.size["width"])
         # Resize each frame on its own: frames of one call may differ in size.
         pixel_values = torch.cat([resize_frames(images_to_tensor([array]), target) for array in arrays])

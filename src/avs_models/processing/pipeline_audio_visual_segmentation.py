@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-from transformers import Pipeline
+from torch.utils.data import DataLoader
+from transformers.pipelines.base import ChunkPipeline, no_collate_fn
+from transformers.pipelines.pt_utils import PipelineChunkIterator, PipelineIterator, PipelinePackIterator
 
 from ..models.audio_utils import validated_count
+from ..models.labels import is_semantic_segmentation
 
 PIPELINE_TASK = "audio-visual-segmentation"
+# Videos longer than this (s) show a progress bar unless `show_progress` says otherwise.
+_PROGRESS_AFTER_SECONDS = 60
 
 
-class AudioVisualSegmentationPipeline(Pipeline):
+@dataclass
+class _ClipSeconds:
+    """The per-second results of one clip, in a type of its own: Transformers' batching machinery
+    passes it through untouched (it rebuilds lists), so batches of clips and single clips stay apart."""
+
+    seconds: list[dict]
+
+
+class AudioVisualSegmentationPipeline(ChunkPipeline):
     """Segment the objects making the sound in a video, one mask per second.
 
     ```python
@@ -23,21 +37,26 @@ class AudioVisualSegmentationPipeline(Pipeline):
     import avs_models  # registers the task
 
     segmenter = pipeline("audio-visual-segmentation", model="path/to/pcmanet")
-    frames = segmenter("clip.mp4")
+    seconds = segmenter("clip.mp4")                                   # one video
+    per_video = segmenter(["a.mp4", "b.mp4"], batch_size=4)          # several, 4 clips per forward pass
+    for second in segmenter.stream("long.mp4", return_frames=True):  # flat memory, any length
+        ...
     ```
 
     Input: a video path, or a dict of `AudioVisualProcessor` keyword arguments (`frames`,
-    `audio`, `sampling_rate`, or `frames_dir`, `audio_path`). The processor splits it into clips
-    of `num_frames` seconds; clips run through the model `clip_batch_size` at a time (with a
-    progress bar when there are more than `clip_batch_size` clips).
+    `audio`, `sampling_rate`, or `frames_dir`, `audio_path`), or a list of those. The video is
+    decoded once, clip by clip (`AudioVisualProcessor.iter_clips`); each clip of `num_frames` seconds
+    is one chunk, and `batch_size` clips (of one or several videos) go through the model at a time.
 
-    Returns one dict per second of input: `time` (seconds of the chosen frame), `mask` (`[H, W]`
-    uint8 at the frame's size: 0/1 for binary models, class ids for semantic ones) and, for
-    semantic models, `labels` (names of the classes present, background excluded) with their
-    `scores` (mean probability of the class over its pixels).
+    Returns, per input, one dict per second: `start` (when the second starts) and `time` (when its
+    frame is shown), in seconds on the container's clock, `mask` (`[H, W]` uint8 at the frame's upright size: 0/1 for binary models, class ids for
+    semantic ones) and, for semantic models, `labels` (names of the classes present, background
+    excluded) with their `scores` (mean probability of the class over its pixels); with
+    `return_frames=True` also `frame`, the upright RGB frame `[H, W, 3]` that was segmented.
 
-    Call parameters: `threshold` (binary models, default 0.5), `clip_batch_size` (default 4),
-    `show_progress` (default: when there is more than one batch).
+    Call parameters: `threshold` (binary models, in (0, 1), default 0.5), `batch_size` (clips per
+    forward pass), `show_progress` (a bar over seconds of video; default: for videos over a minute),
+    `return_frames` (default `False`).
     """
 
     _load_processor = True
@@ -45,29 +64,54 @@ class AudioVisualSegmentationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def _sanitize_parameters(self, threshold=None, clip_batch_size=None, show_progress=None, **kwargs):
+    def _sanitize_parameters(self, threshold=None, show_progress=None, return_frames=None, **kwargs):
         if kwargs:
             raise TypeError(f"unexpected arguments for the {PIPELINE_TASK} pipeline: {sorted(kwargs)}")
-        forward_params, postprocess_params = {}, {}
-        if clip_batch_size is not None:
-            forward_params["clip_batch_size"] = validated_count("clip_batch_size", clip_batch_size)
+        preprocess_params, forward_params = {}, {}
         if show_progress is not None:
-            forward_params["show_progress"] = show_progress
+            preprocess_params["show_progress"] = bool(show_progress)
+        if return_frames is not None:
+            preprocess_params["return_frames"] = bool(return_frames)
         if threshold is not None:
-            postprocess_params["threshold"] = threshold
-        return {}, forward_params, postprocess_params
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+                raise ValueError(f"`threshold` must be a probability in (0, 1), got {threshold!r}")
+            forward_params["threshold"] = float(threshold)
+        return preprocess_params, forward_params, {}
 
-    def preprocess(self, inputs):
+    def preprocess(self, inputs, show_progress: bool | None = None, return_frames: bool = False):
         if isinstance(inputs, (str, Path)):
-            return self.processor(inputs)
-        if isinstance(inputs, dict):
-            return self.processor(**inputs)
-        raise TypeError(
-            "the pipeline takes a video path or a dict of AudioVisualProcessor arguments "
-            f"(frames, audio, sampling_rate, frames_dir, audio_path), got {type(inputs).__name__}"
+            arguments = {"video": inputs}
+        elif isinstance(inputs, dict):
+            arguments = dict(inputs)
+        else:
+            raise TypeError(
+                "the pipeline takes a video path or a dict of AudioVisualProcessor arguments "
+                f"(frames, audio, sampling_rate, frames_dir, audio_path), got {type(inputs).__name__}"
+            )
+        windows = self.processor.iter_clips(
+            clips_per_window=1,
+            return_frames=return_frames,
+            show_progress=show_progress,
+            progress_after_seconds=_PROGRESS_AFTER_SECONDS,
+            **arguments,
         )
+        # One clip per chunk; a window is yielded once the next one exists, to flag the last.
+        previous = None
+        for window in windows:
+            if previous is not None:
+                yield self._chunk(previous, is_last=False)
+            previous = window
+        yield self._chunk(previous, is_last=True)
 
-    def _forward(self, model_inputs, clip_batch_size: int = 4, show_progress: bool | None = None):
+    @staticmethod
+    def _chunk(window, is_last: bool) -> dict:
+        chunk = {key: value for key, value in window.items() if isinstance(value, torch.Tensor)}
+        if "frames" in window:
+            chunk["frames"] = [window["frames"]]  # one entry per clip, as the other keys
+        chunk["is_last"] = is_last
+        return chunk
+
+    def _forward(self, model_inputs, threshold: float = 0.5):
         accepted = inspect.signature(self.model.forward).parameters
         audio_key = self.processor.feature_extractor.model_input_names[0]
         if audio_key not in accepted or getattr(self.model, "audio_encoder", None) is None:
@@ -76,43 +120,71 @@ class AudioVisualSegmentationPipeline(Pipeline):
                 "pipeline needs a model that embeds its audio itself (config.audio_config set, e.g. a "
                 "converted checkpoint with --vggish-dir / --audio-encoder-dir)"
             )
-        num_clips = len(model_inputs["pixel_values"])
-        starts = range(0, num_clips, clip_batch_size)
-        if show_progress is None:
-            show_progress = len(starts) > 1
-        logits = []
-        for start in tqdm(starts, desc="clips", unit="batch", disable=not show_progress):
-            batch = {
-                "pixel_values": model_inputs["pixel_values"][start : start + clip_batch_size],
-                audio_key: model_inputs[audio_key][start : start + clip_batch_size],
-            }
-            if "frame_mask" in accepted:
-                batch["frame_mask"] = model_inputs["frame_mask"][start : start + clip_batch_size]
-            logits.append(self.model(**batch).logits.float())
-        return {
-            "logits": torch.cat(logits),
-            "frame_mask": model_inputs["frame_mask"],
-            "original_sizes": model_inputs["original_sizes"],
-            "frame_times": model_inputs["frame_times"],
-        }
-
-    def postprocess(self, model_outputs, threshold: float = 0.5):
-        logits, frame_mask = model_outputs["logits"], model_outputs["frame_mask"]
+        batch = {"pixel_values": model_inputs["pixel_values"], audio_key: model_inputs[audio_key]}
+        if "frame_mask" in accepted:
+            batch["frame_mask"] = model_inputs["frame_mask"]
+        logits = self.model(**batch).logits.float()
+        # Masks are made here, clip by clip, so that a long video never holds all its logits.
+        semantic = is_semantic_segmentation(self.model.config)
+        frame_mask = model_inputs["frame_mask"]
         masks = self.processor.post_process_masks(
-            logits, original_sizes=model_outputs["original_sizes"], frame_mask=frame_mask, threshold=threshold
+            logits, model_inputs["original_sizes"].cpu(), frame_mask.cpu(), threshold, semantic=semantic
         )
-        is_semantic = logits.shape[2] > 1
         id2label = self.model.config.id2label or {}
+        frames = model_inputs.get("frames")
         results = []
         for clip_index, clip_masks in enumerate(masks):
             real_frames = torch.nonzero(frame_mask[clip_index]).flatten().tolist()
-            for frame_index, mask in zip(real_frames, clip_masks):
-                result = {"time": float(model_outputs["frame_times"][clip_index, frame_index]), "mask": mask}
-                if is_semantic:
-                    probabilities = torch.softmax(logits[clip_index, frame_index], dim=0)
-                    result.update(self._class_scores(probabilities, mask, id2label))
-                results.append(result)
-        return results
+            seconds = []
+            for position, (frame_index, mask) in enumerate(zip(real_frames, clip_masks)):
+                second = {
+                    "start": float(model_inputs["second_starts"][clip_index, frame_index]),
+                    "time": float(model_inputs["frame_times"][clip_index, frame_index]),
+                    "mask": mask,
+                }
+                if semantic:
+                    probabilities = torch.softmax(logits[clip_index, frame_index].cpu(), dim=0)
+                    second.update(self._class_scores(probabilities, mask, id2label))
+                if frames is not None:
+                    second["frame"] = frames[clip_index][position]
+                seconds.append(second)
+            results.append(_ClipSeconds(seconds))
+        return {"results": results, "is_last": model_inputs["is_last"]}
+
+    def postprocess(self, model_outputs):
+        seconds = []
+        for output in model_outputs:
+            clips = output["results"]
+            for clip in [clips] if isinstance(clips, _ClipSeconds) else clips:
+                seconds.extend(clip.seconds)
+        return seconds
+
+    def get_iterator(
+        self, inputs, num_workers: int, batch_size: int, preprocess_params, forward_params, postprocess_params
+    ):
+        # ChunkPipeline's iterator, with a collate function for clips (no tokenizer or feature
+        # extractor padding: every clip of a processor has the same shape).
+        dataset = PipelineChunkIterator(inputs, self.preprocess, preprocess_params)
+        collate_fn = no_collate_fn if batch_size == 1 else collate_clips
+        dataloader = DataLoader(dataset, num_workers=min(num_workers, 1), batch_size=batch_size, collate_fn=collate_fn)
+        model_iterator = PipelinePackIterator(dataloader, self.forward, forward_params, loader_batch_size=batch_size)
+        return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
+
+    def stream(self, inputs, *, batch_size: int | None = None, **kwargs) -> Iterator[dict]:
+        """Segment one input second by second: yields the same dicts as `__call__`, as soon as each
+        batch of clips is through the model, so memory stays flat however long the video is."""
+        batch_size = validated_count("batch_size", batch_size if batch_size is not None else self._batch_size or 1)
+        preprocess_params, forward_params, _ = self._sanitize_parameters(**kwargs)
+        preprocess_params = {**self._preprocess_params, **preprocess_params}
+        forward_params = {**self._forward_params, **forward_params}
+        batch = []
+        for chunk in self.preprocess(inputs, **preprocess_params):
+            batch.append(chunk)
+            if len(batch) == batch_size or chunk["is_last"]:
+                output = self.forward(collate_clips(batch), **forward_params)
+                for clip in output["results"]:
+                    yield from clip.seconds
+                batch = []
 
     @staticmethod
     def _class_scores(probabilities: torch.Tensor, mask: np.ndarray, id2label: dict) -> dict:
@@ -131,6 +203,21 @@ class AudioVisualSegmentationPipeline(Pipeline):
         return {"labels": labels, "scores": scores}
 
 
+def collate_clips(chunks: list[dict]) -> dict:
+    """Batch the pipeline's clip chunks: tensors are concatenated along the clip axis, per-clip lists
+    joined, and `is_last` becomes one flag per clip."""
+    batch = {}
+    for key in chunks[0]:
+        values = [chunk[key] for chunk in chunks]
+        if isinstance(values[0], torch.Tensor):
+            batch[key] = torch.cat(values)
+        elif key == "is_last":
+            batch[key] = values
+        else:
+            batch[key] = [entry for value in values for entry in value]
+    return batch
+
+
 def register_pipeline() -> None:
     """Register the `audio-visual-segmentation` task with Transformers' `pipeline()`."""
     from transformers.pipelines import PIPELINE_REGISTRY
@@ -145,4 +232,4 @@ def register_pipeline() -> None:
     )
 
 
-__all__ = ["PIPELINE_TASK", "AudioVisualSegmentationPipeline", "register_pipeline"]
+__all__ = ["PIPELINE_TASK", "AudioVisualSegmentationPipeline", "collate_clips", "register_pipeline"]

@@ -1,9 +1,30 @@
-"""Reading clips for AVS: one frame per second and the audio track of a video (PyAV), or frames + a wav."""
+"""Reading clips for AVS: one frame per second and the matching audio of a video file (PyAV, one
+streaming pass), or frames + a sound file.
+
+Timing rule (the same for video files, frame folders and arrays; see docs/segment-video.md):
+
+- Every frame and audio sample is placed on the container's clock, in seconds from its start.
+- Second `k` of a video spans `[v0 + k, v0 + k + 1)`, where `v0` is the time of the first video
+  frame. Its frame is the one on screen just before `v0 + k + frame_time`; its audio is what the
+  audio stream plays during that span, with silence wherever the audio stream has no samples
+  (before it starts, after it ends).
+- A second is segmented when the video covers at least half of it: a clip of `D` seconds gives
+  `floor(D + 0.5)` seconds (7.4 s -> 7, 7.6 s -> 8, 0.5 s -> 1); a last partial second keeps the
+  last frame and is padded with silence where its audio ends.
+- Frames are turned upright as a player shows them (display-matrix rotation).
+
+Frames and audio given without timestamps (a frame folder and a wav, or arrays) start together
+at 0 and frame `k` is second `k`.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 import re
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -11,26 +32,41 @@ import numpy as np
 import soundfile
 from PIL import Image
 
+from ..models.resampling import resampled_span
+
+logger = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# Tolerance on timestamps (s): container time bases are at least this fine.
+_TIME_EPSILON = 1e-6
 
 
 @dataclass
 class DecodedClip:
-    """Frames sampled once per second and the audio of a clip.
+    """Consecutive seconds of a clip: one frame per second and the audio of those seconds.
 
     Attributes:
-        frames: `[H, W, 3]` uint8 RGB arrays, frame `k` taken at `frame_times[k]`.
-        frame_times: presentation time (s) of each chosen frame.
-        waveform: mono float32 waveform.
+        frames: `[H, W, 3]` uint8 RGB arrays, upright; frame `k` is second `first_second + k`.
+        frame_times: presentation time (s, container clock) of each frame.
+        waveform: mono float waveform at `sampling_rate`, `len(frames)` seconds long for video files
+            (silence where the audio stream has no samples); as given for frames + audio.
         sampling_rate: rate of `waveform` in Hz.
-        video_duration: seconds of video (`None` when the frames did not come from a video).
+        first_second: index of the first second in the whole clip.
+        start_time: container-clock time (s) at which the first second starts; second `k` of these
+            frames spans `[start_time + k, start_time + k + 1)`.
+        video_duration: seconds of video of the whole clip (`None` when the frames did not come from
+            a video file).
+        audio_seconds: seconds of these `len(frames)` seconds that the audio stream covers (video files).
     """
 
     frames: list[np.ndarray]
     frame_times: list[float]
     waveform: np.ndarray
     sampling_rate: int
+    first_second: int = 0
+    start_time: float = 0.0
     video_duration: float | None = None
+    audio_seconds: float | None = None
 
     @property
     def audio_duration(self) -> float:
@@ -38,75 +74,266 @@ class DecodedClip:
 
 
 def _open(path: Path) -> av.container.InputContainer:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a video file: pass a video, or a frames folder with --audio")
     if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
+        raise FileNotFoundError(f"video file not found: {path} (check the path)")
     try:
         return av.open(str(path))
     except av.error.FFmpegError as error:
-        raise ValueError(f"cannot read video file {path}: {error}") from error
+        raise ValueError(
+            f"cannot read video file {path}: {_ffmpeg_reason(error)}; is it a video (mp4, mov, mkv, webm, ...)?"
+        ) from error
+
+
+def _ffmpeg_reason(error: av.error.FFmpegError) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _seconds_in(duration: float) -> int:
+    """Seconds segmented in `duration` seconds of video: those it covers at least half of."""
+    return math.floor(duration + 0.5 + _TIME_EPSILON)
+
+
+def _upright_rgb(frame: av.VideoFrame) -> np.ndarray:
+    image = frame.to_ndarray(format="rgb24")
+    # `rotation` is the counter-clockwise angle a player turns the picture by (display matrix).
+    quarter_turns = round((frame.rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=quarter_turns)) if quarter_turns else image
+
+
+class _AudioBuffer:
+    """Mono samples of the audio stream at its own rate, kept only from `discard_before` on."""
+
+    def __init__(self) -> None:
+        self.rate: int | None = None
+        self.start_time: float | None = None  # container-clock time of sample 0
+        self.chunks: list[np.ndarray] = []
+        self.first_index = 0  # stream sample index of chunks[0][0]
+        self.num_samples = 0  # samples decoded so far
+        self.finished = False
+
+    def append(self, frame: av.AudioFrame, origin: float) -> None:
+        if self.rate is None:
+            self.rate = frame.sample_rate
+            self.start_time = (float(frame.time) if frame.time is not None else 0.0) - origin
+        samples = frame.to_ndarray()
+        if samples.ndim == 1:
+            samples = samples[None]
+        if not frame.format.is_planar:  # packed: [1, samples * channels]
+            samples = samples.reshape(-1, len(frame.layout.channels)).T
+        if np.issubdtype(samples.dtype, np.integer):
+            half_range = float(2 ** (8 * samples.dtype.itemsize - 1))
+            offset = half_range if np.issubdtype(samples.dtype, np.unsignedinteger) else 0.0
+            samples = (samples.astype(np.float32) - offset) / half_range
+        mono = samples.astype(np.float32).mean(axis=0)
+        self.chunks.append(mono)
+        self.num_samples += len(mono)
+
+    def read(self, first: int, stop: int) -> np.ndarray:
+        """Stream samples `first .. stop - 1`, zeros outside what the stream holds."""
+        out = np.zeros(stop - first, dtype=np.float64)
+        held = np.concatenate(self.chunks) if len(self.chunks) > 1 else (self.chunks or [np.zeros(0)])[0]
+        self.chunks = [held] if len(held) else []
+        lo, hi = max(first, self.first_index), min(stop, self.first_index + len(held))
+        if hi > lo:
+            out[lo - first : hi - first] = held[lo - self.first_index : hi - self.first_index]
+        return out
+
+    def discard_before(self, index: int) -> None:
+        held = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.float32)
+        drop = min(max(0, index - self.first_index), len(held))
+        self.chunks = [held[drop:]] if len(held) > drop else []
+        self.first_index += drop
+
+
+@dataclass
+class _SecondSampler:
+    """Chooses, for each second, the frame on screen just before `v0 + k + frame_time`."""
+
+    frame_time: float
+    first_time: float | None = None
+    shown: av.VideoFrame | None = None
+    shown_time: float = 0.0
+    end_time: float = 0.0
+    last_interval: float = 0.0
+    chosen: list[tuple[int, np.ndarray, float]] = field(default_factory=list)
+    next_second: int = 0
+
+    def add(self, frame: av.VideoFrame, time: float) -> None:
+        if self.first_time is None:
+            self.first_time = time
+        while self.shown is not None and time >= self.first_time + self.next_second + self.frame_time - _TIME_EPSILON:
+            self._choose()
+        if self.shown is not None and time > self.shown_time:
+            self.last_interval = time - self.shown_time
+        duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+        self.shown, self.shown_time = frame, time
+        self.end_time = max(self.end_time, time + (duration or self.last_interval))
+
+    def _choose(self) -> None:
+        self.chosen.append((self.next_second, _upright_rgb(self.shown), self.shown_time))
+        self.next_second += 1
+
+    def confirmed_seconds(self) -> int:
+        """Seconds known to be segmented: the video has reached at least half of them."""
+        if self.first_time is None:
+            return 0
+        return _seconds_in(self.shown_time - self.first_time)
+
+    def finish(self) -> int:
+        """Choose the frames of the seconds after the last frame's start; returns the number of seconds."""
+        if self.first_time is None:
+            return 0
+        total = _seconds_in(self.end_time - self.first_time)
+        while self.next_second < total:
+            self._choose()
+        del self.chosen[total - self.chosen[0][0] if self.chosen else 0 :]
+        return total
+
+
+class VideoReader:
+    """Reads a video file once, from start to end, as windows of consecutive seconds.
+
+    Frames are chosen while decoding (only one frame per second is converted to RGB, and only the
+    current window's are kept); the audio is mixed to mono, resampled to `sampling_rate` window by
+    window (`models.resampling`), and paired with the frames by presentation time.
+
+    Args:
+        path: the video file (any container and codec FFmpeg reads).
+        frame_time: where in each second the frame is taken, in (0, 1]; 1.0 = the end of the second.
+        sampling_rate: rate of the returned audio.
+
+    Raises (on opening):
+        FileNotFoundError, IsADirectoryError: no such file.
+        ValueError: FFmpeg cannot read it, or it has no video or no audio stream.
+    """
+
+    def __init__(self, path: str | Path, frame_time: float = 1.0, sampling_rate: int = 16000):
+        if not 0.0 < frame_time <= 1.0:
+            raise ValueError(f"`frame_time` must lie in (0, 1] seconds, got {frame_time}")
+        self.path = Path(path)
+        self.frame_time = frame_time
+        self.sampling_rate = sampling_rate
+        with _open(self.path) as container:
+            if not container.streams.video:
+                raise ValueError(f"{self.path} has no video stream: pass a video file, not a sound file")
+            if not container.streams.audio:
+                raise ValueError(
+                    f"{self.path} has no audio track: the models segment what makes the sound, so they need "
+                    "the video's audio (add it, or pass frames with a separate sound file)"
+                )
+            video_stream = container.streams.video[0]
+            self.width, self.height = video_stream.codec_context.width, video_stream.codec_context.height
+            duration = container.duration / av.time_base if container.duration else None
+        #: Estimated length from the container header (s), for progress bars; `None` if unknown.
+        self.estimated_duration = duration
+
+    @property
+    def estimated_seconds(self) -> int | None:
+        return None if self.estimated_duration is None else _seconds_in(self.estimated_duration)
+
+    def windows(self, seconds_per_window: int) -> Iterator[DecodedClip]:
+        """Decode the file once; yield `DecodedClip`s of `seconds_per_window` consecutive seconds (the
+        last may be shorter), each with exactly its seconds' audio."""
+        sampler = _SecondSampler(self.frame_time)
+        audio = _AudioBuffer()
+        emitted, covered = 0, 0.0
+        with _open(self.path) as container:
+            video_stream, audio_stream = container.streams.video[0], container.streams.audio[0]
+            video_stream.thread_type = "AUTO"
+            origin = container.start_time / av.time_base if container.start_time is not None else 0.0
+            try:
+                for packet in container.demux(video_stream, audio_stream):
+                    for frame in packet.decode():
+                        if frame.time is None:
+                            continue
+                        if packet.stream.type == "video":
+                            sampler.add(frame, float(frame.time) - origin)
+                        else:
+                            audio.append(frame, origin)
+                    while self._window_ready(sampler, audio, emitted, seconds_per_window):
+                        window = self._window(sampler, audio, emitted, seconds_per_window, None)
+                        covered += window.audio_seconds
+                        emitted += seconds_per_window
+                        yield window
+            except av.error.FFmpegError as error:
+                raise ValueError(
+                    f"cannot decode {self.path}: {_ffmpeg_reason(error)}; the file may be truncated or corrupt"
+                ) from error
+        audio.finished = True
+        total = sampler.finish()
+        if total == 0:
+            seconds = 0.0 if sampler.first_time is None else sampler.end_time - sampler.first_time
+            raise ValueError(
+                f"{self.path} is too short: {seconds:.2f} s of video, at least 0.5 s is needed "
+                "(one mask per second of video)"
+            )
+        if audio.rate is None:
+            raise ValueError(f"{self.path} has an audio track without any decodable sound")
+        video_duration = sampler.end_time - sampler.first_time
+        while emitted < total:
+            window = self._window(sampler, audio, emitted, min(seconds_per_window, total - emitted), video_duration)
+            covered += window.audio_seconds
+            emitted += len(window.frames)
+            yield window
+        expected = min(float(total), video_duration)
+        if covered < expected - 0.05:
+            logger.warning(
+                "%s: the audio track covers %.2f s of the %.2f s of video segmented; the rest was given silence",
+                self.path,
+                covered,
+                expected,
+            )
+
+    def _window_ready(self, sampler: _SecondSampler, audio: _AudioBuffer, first: int, count: int) -> bool:
+        if sampler.confirmed_seconds() < first + count or len(sampler.chosen) < count:
+            return False
+        if audio.rate is None:
+            return False
+        # Audio is complete for the window once the stream has passed its end (plus the resampler's reach).
+        stop_time = sampler.first_time + first + count + 0.01
+        return audio.start_time + audio.num_samples / audio.rate >= stop_time
+
+    def _window(
+        self, sampler: _SecondSampler, audio: _AudioBuffer, first: int, count: int, video_duration: float | None
+    ) -> DecodedClip:
+        chosen, sampler.chosen = sampler.chosen[:count], sampler.chosen[count:]
+        window_start = sampler.first_time + first
+        if audio.rate is None:  # no sound decoded at all: checked by the caller after the last window
+            waveform, audio_seconds = np.zeros(count * self.sampling_rate, dtype=np.float32), 0.0
+        else:
+            # Output sample j of the stream's resampled audio lies at audio.start_time + j / sampling_rate.
+            start = round((window_start - audio.start_time) * self.sampling_rate)
+            waveform = resampled_span(
+                audio.read, start, count * self.sampling_rate, audio.rate, self.sampling_rate
+            ).astype(np.float32)
+            stream_end = audio.start_time + audio.num_samples / audio.rate
+            audio_seconds = max(0.0, min(stream_end, window_start + count) - max(audio.start_time, window_start))
+            next_start = audio.start_time + (start + count * self.sampling_rate) / self.sampling_rate
+            audio.discard_before(math.floor((next_start - audio.start_time) * audio.rate) - audio.rate // 10)
+        return DecodedClip(
+            frames=[image for _, image, _ in chosen],
+            frame_times=[time for _, _, time in chosen],
+            waveform=waveform,
+            sampling_rate=self.sampling_rate,
+            first_second=first,
+            start_time=window_start,
+            video_duration=video_duration,
+            audio_seconds=audio_seconds,
+        )
 
 
 def read_video(path: str | Path, frame_time: float = 1.0, sampling_rate: int = 16000) -> DecodedClip:
-    """Decode a video file: frame `k` is the last frame shown before time `k + frame_time` seconds.
-
-    `frame_time=1.0` takes the frame at the end of each second, as AVSBench does. The audio track
-    is resampled (by FFmpeg) to `sampling_rate` mono float.
+    """Decode a whole video file: one upright frame per second and the paired mono audio at
+    `sampling_rate` (see the module's timing rule).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be decoded, or has no video or no audio stream.
+        ValueError: the file cannot be decoded, has no video or no audio stream, or is under 0.5 s.
     """
-    path = Path(path)
-    if not 0.0 < frame_time <= 1.0:
-        raise ValueError(f"`frame_time` must lie in (0, 1] seconds, got {frame_time}")
-    with _open(path) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path} has no video stream")
-        if not container.streams.audio:
-            raise ValueError(f"{path} has no audio stream")
-        try:
-            frames, frame_times, video_duration = _sample_frames(container, frame_time)
-        except av.error.FFmpegError as error:
-            raise ValueError(f"cannot decode the video stream of {path}: {error}") from error
-    with _open(path) as container:
-        try:
-            waveform = _decode_audio(container, sampling_rate)
-        except av.error.FFmpegError as error:
-            raise ValueError(f"cannot decode the audio stream of {path}: {error}") from error
-    if not frames:
-        raise ValueError(f"{path} holds less than one second of video")
-    return DecodedClip(frames, frame_times, waveform, sampling_rate, video_duration)
-
-
-def _sample_frames(container, frame_time: float) -> tuple[list[np.ndarray], list[float], float]:
-    stream = container.streams.video[0]
-    frame_period = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
-    chosen, chosen_times = [], []
-    previous = previous_time = None
-    last_time = -1.0
-    for frame in container.decode(stream):
-        time = float(frame.time)
-        # Every target time passed by this frame gets the frame shown just before it.
-        while previous is not None and time >= len(chosen) + frame_time - 1e-6:
-            chosen.append(previous)
-            chosen_times.append(previous_time)
-        previous, previous_time = frame.to_ndarray(format="rgb24"), time
-        last_time = time
-    duration = last_time + frame_period
-    # Targets inside the video but after its last frame start.
-    while previous is not None and len(chosen) + frame_time <= duration + 1e-6:
-        chosen.append(previous)
-        chosen_times.append(previous_time)
-    return chosen, chosen_times, duration
-
-
-def _decode_audio(container, sampling_rate: int) -> np.ndarray:
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate)
-    chunks = []
-    for frame in container.decode(container.streams.audio[0]):
-        chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
-    chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, dtype=np.float32)
+    (clip,) = VideoReader(path, frame_time, sampling_rate).windows(seconds_per_window=sys.maxsize)
+    return clip
 
 
 def _natural_key(path: Path) -> list:
@@ -117,23 +344,30 @@ def read_frame_folder(folder: str | Path) -> list[np.ndarray]:
     """RGB frames of a folder of images, in natural file-name order (`2.png` before `10.png`)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"frame folder not found: {folder}")
+        raise FileNotFoundError(f"frame folder not found: {folder} (check the path)")
     paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
     if not paths:
-        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): pass a folder of frames")
+    frames = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except OSError as error:
+            raise ValueError(f"cannot read image {path}: {error}") from error
+    return frames
 
 
 def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
     """A sound file (wav, flac, ...) as a float32 waveform (`[samples]` or `[samples, channels]`) and its rate."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
+        raise FileNotFoundError(f"audio file not found: {path} (check the path)")
     try:
         waveform, sampling_rate = soundfile.read(str(path), dtype="float32")
     except (RuntimeError, soundfile.LibsndfileError) as error:
-        raise ValueError(f"cannot read audio file {path}: {error}") from error
+        raise ValueError(f"cannot read audio file {path}: {error}; pass a wav or flac file") from error
     return waveform, int(sampling_rate)
 
 
-__all__ = ["DecodedClip", "read_audio_file", "read_frame_folder", "read_video"]
+__all__ = ["DecodedClip", "VideoReader", "read_audio_file", "read_frame_folder", "read_video"]
