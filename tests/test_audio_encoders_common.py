@@ -219,3 +219,144 @@ class BeatsModelTest(AudioEncoderModelTestMixin, ModelTesterMixin, unittest.Test
     base_model_class, classifier_class = BeatsModel, BeatsForAudioClassification
     config_class = BeatsConfig
     model_tester_class = BeatsModelTester
+
+
+# ---------------------------------------------------------------- checks the mixins leave to accelerators
+
+TESTERS = {
+    VGGishModel: VGGishModelTester,
+    VGGishForAudioClassification: VGGishModelTester,
+    PannsModel: PannsModelTester,
+    PannsForAudioClassification: PannsModelTester,
+    BeatsModel: BeatsModelTester,
+    BeatsForAudioClassification: BeatsModelTester,
+}
+# Per-dtype tolerance of the outputs against float32 (relative to the output's scale).
+HALF_PRECISION_TOLERANCES = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def tiny_model_and_inputs(model_class, batch_size=BATCH_SIZE, seed=0):
+    config, inputs = TESTERS[model_class](None, batch_size=batch_size).prepare_config_and_inputs_for_common()
+    torch.manual_seed(seed)
+    return model_class(config).eval(), inputs
+
+
+def main_outputs(output) -> dict[str, torch.Tensor]:
+    return {name: output[name] for name in ("logits", "embeddings") if output.get(name) is not None}
+
+
+def assert_close_to_reference(actual: dict, expected: dict, tolerance: float) -> None:
+    assert actual.keys() == expected.keys()
+    for name, reference in expected.items():
+        assert torch.isfinite(actual[name]).all(), f"{name} has non-finite values"
+        scale = reference.abs().max().clamp(min=1.0)
+        error = (actual[name].float() - reference).abs().max() / scale
+        assert error <= tolerance, f"{name}: relative error {error:.2e} > {tolerance:.0e}"
+
+
+@pytest.mark.parametrize("model_class", list(TESTERS), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_outputs_are_finite_and_agree_with_float32(model_class, dtype, tmp_path):
+    model, inputs = tiny_model_and_inputs(model_class)
+    with torch.no_grad():
+        expected = main_outputs(model(**inputs))
+        model.save_pretrained(tmp_path)
+        # `.to(dtype)`, and `from_pretrained(dtype=...)` with float32 inputs (the model casts them).
+        converted = copy.deepcopy(model).to(dtype)
+        loaded = model_class.from_pretrained(tmp_path, dtype=dtype).eval()
+        for half_model in (converted, loaded):
+            assert_close_to_reference(main_outputs(half_model(**inputs)), expected, HALF_PRECISION_TOLERANCES[dtype])
+        # Autocast on a float32 model (bfloat16 is the CPU autocast type).
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = main_outputs(model(**inputs))
+    assert_close_to_reference(autocast, expected, HALF_PRECISION_TOLERANCES[torch.bfloat16])
+
+
+def test_panns_front_end_stays_float32_in_half_precision(tmp_path):
+    model, _ = tiny_model_and_inputs(PannsModel)
+    model.save_pretrained(tmp_path)
+    loaded = PannsModel.from_pretrained(tmp_path, dtype=torch.float16)
+    assert loaded.log_mel.stft_kernels.dtype == loaded.log_mel.mel_filters.dtype == torch.float32
+    assert loaded.conv_blocks[0].conv1.weight.dtype == torch.float16
+    # A waveform at full scale: its STFT power (about 3e5 here) overflows float16.
+    waveform = torch.sin(torch.arange(160) * 0.3)[None]
+    with torch.no_grad():
+        assert torch.isfinite(loaded(waveform).embeddings).all()
+
+
+@pytest.mark.parametrize("model_class", list(TESTERS), ids=lambda cls: cls.__name__)
+def test_forced_disk_offloading_gives_the_same_outputs(model_class, tmp_path):
+    model, inputs = tiny_model_and_inputs(model_class)
+    with torch.no_grad():
+        expected = main_outputs(model(**inputs))
+    model.save_pretrained(tmp_path / "model")
+    model_size = model.get_memory_footprint()
+    offloaded = model_class.from_pretrained(
+        tmp_path / "model",
+        device_map="auto",
+        max_memory={"cpu": model_size // 3},
+        offload_folder=tmp_path / "offload",
+    ).eval()
+    assert "disk" in set(offloaded.hf_device_map.values()), offloaded.hf_device_map
+    with torch.no_grad():
+        actual = main_outputs(offloaded(**inputs))
+    for name, reference in expected.items():
+        torch.testing.assert_close(actual[name], reference, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("model_class", list(TESTERS), ids=lambda cls: cls.__name__)
+def test_hidden_states_with_leading_dims_receive_gradients(model_class):
+    model, inputs = tiny_model_and_inputs(model_class, batch_size=4)
+    name, value = next(iter(inputs.items()))
+    clips = value.reshape(2, 2, *value.shape[1:])  # [B, T, ...]: two clips of two segments
+    wants_attentions = model_class in (BeatsModel, BeatsForAudioClassification)
+    output = model(**{name: clips}, output_hidden_states=True, output_attentions=wants_attentions)
+    recorded = [*output.hidden_states, *(getattr(output, "attentions", None) or ())]
+    for state in recorded:
+        assert state.shape[:2] == (2, 2)
+        state.retain_grad()
+    main_outputs(output).popitem()[1].sum().backward()
+    assert all(state.grad is not None for state in recorded)
+
+
+@pytest.mark.parametrize("model_class", [VGGishForAudioClassification, PannsForAudioClassification, BeatsForAudioClassification], ids=lambda cls: cls.__name__)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(model_class):
+    model, inputs = tiny_model_and_inputs(model_class)
+    model.train()
+    labels = torch.randint(2, (BATCH_SIZE, NUM_LABELS), generator=torch.Generator().manual_seed(0)).float()
+
+    def loss_and_gradients():
+        model.zero_grad()
+        torch.manual_seed(0)  # the same dropout (and BEATs layerdrop) draws in both runs
+        loss = model(**inputs, labels=labels).loss
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    reference_state = copy.deepcopy(model.state_dict())
+    loss, gradients = loss_and_gradients()
+    model.load_state_dict(reference_state)  # batch norm running statistics moved in training mode
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing
+    checkpointed_loss, checkpointed_gradients = loss_and_gradients()
+    torch.testing.assert_close(checkpointed_loss, loss)
+    assert checkpointed_gradients.keys() == gradients.keys()
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(checkpointed_gradients[name], gradient, msg=name)
+
+
+def test_missing_batch_norm_counters_are_initialised(tmp_path):
+    """Official checkpoints often lack `num_batches_tracked`: loading must set the counters, not
+    leave uninitialised memory."""
+    from safetensors.torch import load_file, save_file
+
+    model, _ = tiny_model_and_inputs(PannsForAudioClassification)
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file(
+        {key: value for key, value in weights.items() if not key.endswith("num_batches_tracked")},
+        tmp_path / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    loaded = PannsForAudioClassification.from_pretrained(tmp_path)
+    counters = {name: int(buffer) for name, buffer in loaded.named_buffers() if name.endswith("num_batches_tracked")}
+    assert counters and set(counters.values()) == {0}
