@@ -7,11 +7,22 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("evaluate", help="mIoU and F-score of a saved model on an AVSBench split")
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="mIoU and F-score of a saved model on an AVSBench split",
+        description=(
+            "Scores a saved model on an AVSBench split with the official mIoU and F-score (or another metric "
+            "definition), optionally also under audio or frame noise; prints a table and the JSON results."
+        ),
+    )
     parser.add_argument("model_dir", help="a save_pretrained folder")
     parser.add_argument("data_dir", help="AVSBench in the official layout, or an exported dataset")
-    parser.add_argument("--subset", choices=("s4", "ms3", "avss"), default="s4")
-    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument(
+        "--subset", choices=("s4", "ms3", "avss"), default="s4", help="AVSBench subset (default s4)"
+    )
+    parser.add_argument(
+        "--split", choices=("train", "val", "test"), default="test", help="split to score (default test)"
+    )
     parser.add_argument(
         "--definition", default="official", help="official | per_frame (S4/MS3) | dataset (AVSS)"
     )
