@@ -16,10 +16,14 @@ def add_parser(subparsers) -> None:
             "sounding in each second. Written as AVSBench S4, MS3 or AVSS files under OUT_DIR."
         ),
     )
-    parser.add_argument("out_dir", metavar="OUT_DIR")
-    parser.add_argument("--subset", choices=SUBSETS, required=True)
+    parser.add_argument(
+        "out_dir", metavar="OUT_DIR", help="folder to write the data set into (created if missing)"
+    )
+    parser.add_argument("--subset", choices=SUBSETS, required=True, help="which AVSBench subset layout to write")
     parser.add_argument("--videos", type=int, default=100, help="number of videos (default 100)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; the same seed writes the same files (default 0)"
+    )
     parser.add_argument("--image-size", type=int, default=224, help="frame side in pixels (default 224)")
     parser.set_defaults(func=run)
 

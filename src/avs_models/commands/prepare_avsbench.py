@@ -17,8 +17,8 @@ def add_parser(subparsers) -> None:
             "writes Parquet shards plus a README to OUT_DIR; then datasets.load_dataset(OUT_DIR, 's4') opens it."
         ),
     )
-    parser.add_argument("raw_dir", metavar="RAW_DIR")
-    parser.add_argument("out_dir", metavar="OUT_DIR")
+    parser.add_argument("raw_dir", metavar="RAW_DIR", help="the AVSBench release in its official layout")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the Parquet dataset (created if missing)")
     parser.add_argument(
         "--subset", choices=SUBSETS, action="append", help="subset to export (repeatable; default all)"
     )
