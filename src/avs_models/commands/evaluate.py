@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
         type=int,
         help="frame size; by default the processor saved with the model decides (224 if it has none)",
     )
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1, help="clips per forward pass (default 1)")
     parser.add_argument("--per-category", action="store_true", help="also print one row per category")
     parser.add_argument(
         "--noise-snr",
