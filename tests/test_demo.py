@@ -21,7 +21,10 @@ def test_reduced_demo_writes_metrics_and_overlays(tmp_path, capsys):
     assert summary["definition"] == "official"
     for path in summary["overlays"]:
         with Image.open(path) as image:
-            assert image.size == (5 * 32, 32)  # the five frames of an MS3 clip side by side
+            # The five frames of an MS3 clip side by side, enlarged to 160 px, under a caption.
+            assert image.width == 5 * 160 + 4 * 4 and image.height > 160
+    with Image.open(tmp_path / "overlay_example.png") as figure:
+        assert figure.width == 5 * 160 + 4 * 4 and figure.height > 4 * 160
     assert (tmp_path / "training" / "best" / "model.safetensors").is_file()
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from avs_models.data import AVSBenchCollator, images_to_tensor, make_synthetic_avsbench, resize_frames
 from avs_models.evaluation import PerturbedSplit, evaluate_split, format_table, predict_masks
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
-from avs_models.processing.visualization import overlay_mask
+from avs_models.processing.visualization import caption, overlay_mask
 from avs_models.training import AVSBenchSplit, Trainer, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -55,30 +55,58 @@ def small_pcmanet(width: int = 32) -> dict:
     }
 
 
-def _overlay_strip(frames: np.ndarray, masks: np.ndarray) -> Image.Image:
-    """Frames `[T, H, W, 3]` with their predicted masks `[T, H, W]` blended in, side by side."""
-    # Bright green stands out against every synthetic object colour.
-    palette = np.array([[0, 0, 0], [0, 255, 0]], dtype=np.uint8)
-    strip = [
-        overlay_mask(frame, (mask > 0).astype(np.int64), alpha=0.6, palette=palette)
-        for frame, mask in zip(frames, masks)
-    ]
-    return Image.fromarray(np.concatenate(strip, axis=1))
+# Overlays are enlarged to at least this many pixels per frame, so the small demo frames stay legible.
+LEGIBLE_FRAME_SIZE = 160
+
+
+def _enlarge(image: np.ndarray, scale: int) -> np.ndarray:
+    return image.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def _strip(frames: np.ndarray, masks: np.ndarray | None, scale: int) -> np.ndarray:
+    """Frames `[T, H, W, 3]` side by side, enlarged, with their masks `[T, H, W]` drawn in (if given)."""
+    tiles = []
+    for index, frame in enumerate(frames):
+        tile = _enlarge(frame, scale)
+        if masks is not None:
+            tile = overlay_mask(tile, _enlarge((masks[index] > 0).astype(np.uint8), scale), alpha=0.5)
+        tiles.append(tile)
+        tiles.append(np.full((tile.shape[0], 4, 3), 255, dtype=np.uint8))
+    return np.concatenate(tiles[:-1], axis=1)
 
 
 def write_overlays(model, data_dir: Path, subset: str, image_size: int, out_dir: Path) -> list[Path]:
-    """Overlays of the first test clip with its own audio and with the next clip's audio."""
+    """Overlays of the first test clip with its own audio and with the next clip's audio, enlarged to a
+    legible size, each with a caption; and `overlay_example.png`, the rows frames / ground truth / own
+    audio / other audio in one picture (the one in the docs)."""
     split = AVSBenchSplit(data_dir, subset, "test")
     collator = AVSBenchCollator(subset, image_size)
-    example = split[0]
+    example, other = split[0], split[1]
     frames = resize_frames(images_to_tensor(example["frames"]), image_size)
     frames = (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    scale = max(1, -(-LEGIBLE_FRAME_SIZE // image_size))
+    batch = collator([example])
+    truth = batch["labels"][0].numpy()[: len(frames)]
+    truth = np.where(batch["labeled_frames"][0, : len(frames), None, None].numpy(), truth, 0)
+    rows = [
+        caption(_strip(frames, None, scale), f"{example['video_id']}: frames, one per second"),
+        caption(_strip(frames, truth, scale), "ground truth"),
+    ]
     paths = []
-    for name, variant in (("own_audio", split), ("other_audio", PerturbedSplit(split, swap_audio=True))):
+    variants = (
+        ("own_audio", split, f"predicted with its own audio ({example['video_id']})"),
+        ("other_audio", PerturbedSplit(split, swap_audio=True), f"predicted with the audio of {other['video_id']}"),
+    )
+    for name, variant, text in variants:
         masks = predict_masks(model, collator([variant[0]]))[0].numpy()[: len(frames)]
+        row = caption(_strip(frames, masks, scale), text)
         path = out_dir / f"overlay_{name}.png"
-        _overlay_strip(frames, masks).save(path)
+        Image.fromarray(row).save(path)
         paths.append(path)
+        rows.append(row)
+    width = max(row.shape[1] for row in rows)
+    figure = np.concatenate([np.pad(row, ((0, 8), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows])
+    Image.fromarray(figure).save(out_dir / "overlay_example.png")
     return paths
 
 
