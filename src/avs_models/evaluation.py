@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from avs_models.data import AVSBenchCollator, decode_wav, frames_per_clip
 from avs_models.data.transforms import to_pil
 from avs_models.metrics import BinaryMaskMetric
+from avs_models.models.labels import is_semantic_segmentation
 from avs_models.processing import AudioVisualProcessor, processor_for
 from avs_models.training.trainer import (
     MODEL_INPUTS,
@@ -150,4 +151,4 @@ def predict_masks(model, batch: dict) -> torch.Tensor:
     model.eval()
     inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
     logits = model(**inputs).logits
-    return (logits[:, :, 0] > 0).long() if logits.shape[2] == 1 else logits.argmax(dim=2)
+    return logits.argmax(dim=2) if is_semantic_segmentation(model.config) else (logits[:, :, 0] > 0).long()
