@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig
 
 from avs_models.data import AVSBenchCollator, AVSBenchReader, TrainAugmentation, frames_per_clip
+from avs_models.data.avss_classes import AVSS_NUM_CLASSES, avss_id2label
 from avs_models.metrics import BinaryMaskMetric, SemanticSegmentationMetric
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
 from avs_models.processing import processor_for
@@ -127,6 +128,15 @@ class _WithVideoInfo:
 
 def build_model(config: TrainingConfig):
     spec = config.model
+    overrides_of_spec = spec.get("config") or {}
+    if (
+        config.subset == "avss"
+        and not spec.get("name_or_path")
+        and "id2label" not in overrides_of_spec
+        and overrides_of_spec.get("num_labels", AVSS_NUM_CLASSES) == AVSS_NUM_CLASSES
+    ):
+        # A 71-class AVSS model names its classes, so masks and legends show names, not LABEL_n.
+        spec = {**spec, "config": {**overrides_of_spec, "id2label": avss_id2label()}}
     if spec.get("name_or_path"):
         return AutoModelForAudioVisualSegmentation.from_pretrained(
             spec["name_or_path"], **spec.get("config", {})
