@@ -51,6 +51,16 @@ def _leftovers(out):
     return sorted(path.name for path in out.parent.iterdir() if path.name.startswith(f".{out.name}."))
 
 
+def _assert_as_before(out, raw, earlier_export):
+    """`out` is the earlier export, whole, or absent (and `load_dataset` finds nothing there)."""
+    if earlier_export:
+        assert _load(out, "ms3") == _ids(raw, "ms3")
+    else:
+        assert not out.exists()
+        with pytest.raises(FileNotFoundError):
+            datasets.load_dataset(str(out), "ms3", split="train")
+
+
 @pytest.mark.parametrize("earlier_export", [False, True], ids=["new-folder", "over-an-earlier-export"])
 def test_failure_midway_leaves_nothing_behind(raw, tmp_path, earlier_export):
     out = tmp_path / "out"
@@ -63,12 +73,7 @@ def test_failure_midway_leaves_nothing_behind(raw, tmp_path, earlier_export):
     with pytest.raises(AVSBenchValidationError, match="unreadable ground-truth mask"):
         export_avsbench(raw, out, ["ms3"], rows_per_group=1, progress=False)
     assert _leftovers(out) == []
-    if earlier_export:
-        assert _load(out, "ms3") == _ids(raw, "ms3")
-    else:
-        assert not out.exists()
-        with pytest.raises(FileNotFoundError):
-            datasets.load_dataset(str(out), "ms3", split="train")
+    _assert_as_before(out, raw, earlier_export)
 
 
 def _wait_for(condition, child, timeout):
@@ -111,12 +116,7 @@ def test_killed_export_leaves_nothing_load_dataset_opens(raw, tmp_path, earlier_
     assert child.returncode == -9
     # The half-written export is only in the hidden staging folder, which the next export removes.
     assert staging.is_dir() and list((staging / "ms3").glob("train-*-of-*.parquet"))
-    if earlier_export:
-        assert _load(out, "ms3") == _ids(raw, "ms3")
-    else:
-        assert not out.exists()
-        with pytest.raises(FileNotFoundError):
-            datasets.load_dataset(str(out), "ms3", split="train")
+    _assert_as_before(out, raw, earlier_export)
     wav.unlink()
     wav.write_bytes(wav_bytes)
     report = export_avsbench(raw, out, ["ms3"], progress=False)

@@ -165,28 +165,22 @@ def wav_is_a_folder(d, r):
     return path
 
 
-def missing_frame(d, r):
-    path = frame_paths(d, "ms3", r)[4]
-    path.unlink()
-    return path
+def _deleting(name, subset, locate):
+    """A corruption that deletes the file `locate(subset_dir, subset, record)` names."""
+
+    def corrupt(d, r):
+        path = locate(d, subset, r)
+        path.unlink()
+        return path
+
+    corrupt.__name__ = name
+    return corrupt
 
 
-def missing_mask(d, r):
-    path = mask_paths(d, "s4", r)[0]
-    path.unlink()
-    return path
-
-
-def missing_labels_rgb(d, r):
-    path = mask_paths(d, "avss", r)[3]
-    path.unlink()
-    return path
-
-
-def missing_wav(d, r):
-    path = wav_path(d, "avss", r)
-    path.unlink()
-    return path
+missing_frame = _deleting("missing_frame", "ms3", lambda d, s, r: frame_paths(d, s, r)[4])
+missing_mask = _deleting("missing_mask", "s4", lambda d, s, r: mask_paths(d, s, r)[0])
+missing_labels_rgb = _deleting("missing_labels_rgb", "avss", lambda d, s, r: mask_paths(d, s, r)[3])
+missing_wav = _deleting("missing_wav", "avss", wav_path)
 
 
 def truncated_png_frame(d, r):
@@ -281,7 +275,7 @@ CORRUPTIONS = [
         "wav-truncated",
         re.escape("wav file is truncated: its header declares 5.00 s of audio but the file holds 2.50 s"),
     ),
-    ("avss", wav_of_garbage, "unreadable-wav", re.escape("unreadable wav file")),
+    ("avss", wav_of_garbage, "unreadable-wav", re.escape("unreadable wav file: Format not recognised")),
     ("ms3", wav_with_nan, "audio-non-finite", re.escape("wav file holds NaN or infinite samples")),
     ("s4", wav_is_a_folder, "unreadable-file", re.escape("cannot read the wav file: Is a directory")),
     ("ms3", missing_frame, "missing-file", re.escape("missing frame")),
@@ -299,7 +293,7 @@ CORRUPTIONS = [
         "ms3",
         text_file_as_frame,
         "unreadable-image",
-        re.escape("unreadable frame: cannot identify image file"),
+        re.escape("unreadable frame: not an image format Pillow recognises"),
     ),
     (
         "ms3",
@@ -448,6 +442,9 @@ def test_bad_metadata_row(row, problem, copy_subset, tmp_path):
     with pytest.raises(AVSBenchValidationError) as error:
         export_avsbench(raw, tmp_path / "out", ["s4"], progress=False)
     assert error.value.rule == "metadata-row" and problem in str(error.value)
+    assert str(error.value).endswith(
+        "pass on_error='skip' (prepare-avsbench --on-error skip) to leave out such videos and list them in a report"
+    )
     assert str(error.value).startswith(f"{subset_dir / 's4_meta_data.csv'}: line 8")
     report = export_avsbench(raw, tmp_path / "out", ["s4"], on_error="skip", progress=False).subsets["s4"]
     assert report.metadata_rows == 7 and report.written == SPLIT_COUNTS
@@ -466,6 +463,11 @@ def test_avss_unknown_label_set_and_label_index(copy_subset, tmp_path):
     (subset_dir / "label2idx.json").write_text(json.dumps(label_index))
     with pytest.raises(
         AVSBenchValidationError, match=r"label2idx.json: does not list the 71 AVSS classes.*rule label-index"
+    ):
+        AVSBenchReader(raw, "avss", on_error="skip")
+    (subset_dir / "label2idx.json").write_text("{not json")
+    with pytest.raises(
+        AVSBenchValidationError, match=r"label2idx.json: is not a JSON object of class names to ids"
     ):
         AVSBenchReader(raw, "avss", on_error="skip")
 

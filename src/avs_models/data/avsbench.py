@@ -658,13 +658,10 @@ class AVSBenchReader:
         try:
             image = Image.open(io.BytesIO(data))
             image.load()
-        except (
-            UnidentifiedImageError,
-            OSError,
-            SyntaxError,
-            ValueError,
-            Image.DecompressionBombError,
-        ) as error:
+        except UnidentifiedImageError:
+            problem = f"unreadable {what}: not an image format Pillow recognises"
+            raise self._error(record, path, "unreadable-image", problem) from None
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             raise self._error(record, path, "unreadable-image", f"unreadable {what}: {error}") from None
         if image.mode not in modes:
             raise self._error(
@@ -718,7 +715,8 @@ class AVSBenchReader:
         try:
             samples, sampling_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
-            raise self._error(record, path, "unreadable-wav", f"unreadable wav file: {error}") from None
+            reason = (getattr(error, "error_string", None) or str(error)).rstrip(".")
+            raise self._error(record, path, "unreadable-wav", f"unreadable wav file: {reason}") from None
         length = samples.shape[0]
         if length == 0:
             raise self._error(record, path, "audio-length", "wav file holds no samples")

@@ -192,20 +192,23 @@ def export_avsbench(
 def _export_subset(
     raw_dir, subset, folder: Path, on_error, max_shard_bytes, rows_per_group, load_official_log_mel, progress
 ) -> SubsetReport:
-    # The AVSS release has no log-mel pickles, so the opt-in only concerns S4 and MS3.
-    reader = AVSBenchReader(
-        raw_dir, subset, on_error=on_error, load_official_log_mel=load_official_log_mel and subset != "avss"
-    )
-    csv_path = metadata_path(reader.subset_dir, subset)
-    for split in SPLITS:
-        if not reader.records(split):
-            raise AVSBenchValidationError(
-                f"lists no usable videos for split {split!r} (AVSBench has train, val and test)",
-                rule="empty-split",
-                path=csv_path,
-            )
-    written = {}
     try:
+        # The AVSS release has no log-mel pickles, so the opt-in only concerns S4 and MS3.
+        reader = AVSBenchReader(
+            raw_dir,
+            subset,
+            on_error=on_error,
+            load_official_log_mel=load_official_log_mel and subset != "avss",
+        )
+        csv_path = metadata_path(reader.subset_dir, subset)
+        for split in SPLITS:
+            if not reader.records(split):
+                raise AVSBenchValidationError(
+                    f"lists no usable videos for split {split!r} (AVSBench has train, val and test)",
+                    rule="empty-split",
+                    path=csv_path,
+                )
+        written = {}
         for split in SPLITS:
             count = _write_split(reader, split, folder, max_shard_bytes, rows_per_group, progress)
             if count == 0:
@@ -219,6 +222,7 @@ def _export_subset(
                 )
             written[HF_SPLIT_NAMES[split]] = count
     except AVSBenchValidationError as error:
+        # Problems with one row or video can be skipped; say so.
         if on_error == "raise" and error.rule not in FATAL_RULES:
             error.hint = (
                 "Fix it, or pass on_error='skip' (prepare-avsbench --on-error skip) to leave out such "
