@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel
 
+from ...data.avss_classes import AVSS_NUM_CLASSES, avss_id2label
 from ..backbones import (
     convert_official_pvt_v2_state_dict,
     pvt_v2_b5_backbone_config,
@@ -79,6 +80,8 @@ def config_from_official_state_dict(state_dict: dict[str, torch.Tensor], **overr
         "avga_groups": hidden_size // state_dict["avga1.seq1.0.weight"].shape[1],
         "num_labels": state_dict["output_conv1.3.weight"].shape[0],
     }
+    if kwargs["num_labels"] == AVSS_NUM_CLASSES:  # an AVSS checkpoint: its classes get their names
+        kwargs["id2label"] = avss_id2label()
     kwargs.update(overrides)
     return PCMANetConfig(**kwargs)
 
