@@ -18,6 +18,7 @@ from .models.beats import BeatsConfig, BeatsFeatureExtractor, BeatsForAudioClass
 from .models.c3n import C3NConfig, C3NForAudioVisualSegmentation
 from .models.panns import PannsConfig, PannsFeatureExtractor, PannsForAudioClassification, PannsModel
 from .models.pcmanet import PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetSegmentationOutput
+from .models.tpavi import TPAVIConfig, TPAVIForAudioVisualSegmentation, TPAVISegmentationOutput
 from .models.vggish import VGGishConfig, VGGishFeatureExtractor, VGGishForAudioClassification, VGGishModel
 from .processing import AudioVisualImageProcessor, AudioVisualProcessor, register_pipeline
 
@@ -45,7 +46,9 @@ _register(PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetForAudioVisua
 
 _register(C3NConfig, C3NForAudioVisualSegmentation, C3NForAudioVisualSegmentation)
 
-for _config_class in (PCMANetConfig, C3NConfig):
+_register(TPAVIConfig, TPAVIForAudioVisualSegmentation, TPAVIForAudioVisualSegmentation)
+
+for _config_class in (PCMANetConfig, C3NConfig, TPAVIConfig):
     AutoImageProcessor.register(_config_class, AudioVisualImageProcessor, exist_ok=True)
     AutoProcessor.register(_config_class, AudioVisualProcessor, exist_ok=True)
 register_pipeline()  # pipeline("audio-visual-segmentation", ...)
@@ -67,6 +70,9 @@ __all__ = [
     "PannsFeatureExtractor",
     "PannsForAudioClassification",
     "PannsModel",
+    "TPAVIConfig",
+    "TPAVIForAudioVisualSegmentation",
+    "TPAVISegmentationOutput",
     "VGGishConfig",
     "VGGishFeatureExtractor",
     "VGGishForAudioClassification",

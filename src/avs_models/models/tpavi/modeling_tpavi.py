@@ -1,0 +1,488 @@
+"""TPAVI: the audio-visual segmentation baseline of AVSBench (Zhou et al., ECCV 2022).
+
+Per frame, a Transformers vision backbone gives 4 stage feature maps; each goes through an
+"ASPP" (a sum of dilated 3x3 convolutions) to `C = config.hidden_size` channels. On every stage
+the temporal pixel-wise audio-visual interaction (TPAVI) lets each pixel of a group of frames
+attend to the audio of those frames. A top-down decoder of residual fusion blocks and an output
+head give the mask logits.
+
+Shapes use `B` clips of `T` frames (one frame per second of audio), `BT = B * T` frames folded
+into the batch, `S` frames per TPAVI group, `C = config.hidden_size`, `L = config.num_labels`,
+and `h x w` for a stage's feature map.
+
+The blocks (`TPAVIASPP`, `TPAVIAudioVisualInteraction`, `TPAVIResidualConvUnit`,
+`TPAVIFusionBlock`, `TPAVIPredictionHead`) take only sizes, so other models derived from the
+AVSBench code can build theirs from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.backbone_utils import load_backbone
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from ..audio_utils import encode_audio_segments
+from ..inputs import check_finite, check_pixel_values, check_shape
+from ..labels import IGNORE_INDEX, check_binary_mask, check_class_map, is_semantic_segmentation
+from .configuration_tpavi import TPAVIConfig
+
+
+@dataclass
+class TPAVISegmentationOutput(ModelOutput):
+    """Output of [`TPAVIForAudioVisualSegmentation`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            `segmentation_loss + avm_loss_weight * avm_loss`, when `labels` are given.
+        logits (`torch.FloatTensor` of shape `(B, T, L, H, W)`):
+            Mask logits at the input size: sigmoid logits when `L == 1`, class logits otherwise.
+        segmentation_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Binary cross-entropy (`L == 1`) or cross-entropy over the labelled frames.
+        avm_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The audio-visual matching loss, when `labels` are given and `avm_loss_weight > 0`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_hidden_states`: the 4 stage maps the decoder receives, stage 1 first,
+            each `(B, T, C, h, w)`: after "ASPP" and TPAVI, rectified (the official `v_map_list`).
+        audio_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_hidden_states`: TPAVI's projected audio of each TPAVI stage, each
+            `(B, T, C)` (the official `a_fea_list`).
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_attentions`: per TPAVI stage, `(B, T, S, h, w)`, the weight of each pixel
+            of a frame on the audio of each of the `S` frames of its group (the entries of the
+            official `f / N` matrix, whose columns repeat over the pixels of a frame).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    segmentation_loss: torch.FloatTensor | None = None
+    avm_loss: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    audio_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class TPAVIASPP(GradientCheckpointingLayer):
+    """The official "ASPP" (`Classifier_Module`): the sum of dilated 3x3 convolutions, with no
+    batch norm, activation, 1x1 or image-pooling branch."""
+
+    def __init__(self, in_channels: int, channels: int, dilations: list[int]):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation) for dilation in dilations
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """`(N, in_channels, h, w)` -> `(N, channels, h, w)`."""
+        summed = self.convs[0](features)
+        for conv in self.convs[1:]:
+            summed = summed + conv(features)
+        return summed
+
+
+class TPAVIAudioVisualInteraction(GradientCheckpointingLayer):
+    """TPAVI, 'dot' mode: every pixel of a group of frames attends to the audio of those frames.
+
+    With `x` the visual tokens of a group (`N = S * h * w` positions) and `a_t` the projected
+    audio of frame `t`, repeated over that frame's pixels: `y = (theta(x) phi(a)^T / N) g(x)`
+    (no softmax), then `LayerNorm(x + BN(W_z y))`. The 1x1x1 convolutions of the official code
+    are linear maps on channels-last tokens. Since the attention has no softmax and the audio
+    keys repeat over space, `(Q K^T) V` is computed as `Q (K^T V)` with the values averaged per
+    frame first: the same result without the `N x N` matrix.
+    """
+
+    def __init__(self, channels: int, audio_dim: int, audio_bias: bool = True, layer_norm_eps: float = 1e-5):
+        super().__init__()
+        inner = max(channels // 2, 1)
+        self.audio_projection = nn.Linear(audio_dim, channels, bias=audio_bias)  # `align_channel`
+        self.query = nn.Linear(channels, inner)  # theta
+        self.key = nn.Linear(channels, inner)  # phi, applied to the projected audio
+        self.value = nn.Linear(channels, inner)  # g
+        self.output = nn.Linear(inner, channels)  # W_z's convolution
+        self.output_norm = nn.BatchNorm1d(channels)  # W_z's batch norm
+        self.layer_norm = nn.LayerNorm(channels, eps=layer_norm_eps)
+
+    def forward(
+        self, visual: torch.Tensor, audio: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """visual `(G, S, C, h, w)`, audio `(G, S, audio_dim)` for `G` groups of `S` frames.
+
+        Returns the fused maps `(G, S, C, h, w)`, the projected audio `(G, S, C)` and, when
+        asked, the attention of every pixel on every frame's audio `(G, S, S, h, w)`.
+        """
+        groups, frames, channels, height, width = visual.shape
+        tokens = visual.permute(0, 1, 3, 4, 2).reshape(groups, frames * height * width, channels)
+        queries = self.query(tokens)
+        values = self.value(tokens)
+        audio_features = self.audio_projection(audio)
+        keys = self.key(audio_features)
+        # sum_j K_j V_j / N = sum_t K_t mean_pixels(V_t) / S; means keep half-precision sums small.
+        mean_values = values.view(groups, frames, height * width, -1).mean(dim=2) / frames
+        context = keys.transpose(1, 2) @ mean_values
+        update = self.output(queries @ context)
+        update = self.output_norm(update.reshape(-1, channels)).view_as(tokens)
+        fused = self.layer_norm(tokens + update)
+        fused = fused.view(groups, frames, height, width, channels).permute(0, 1, 4, 2, 3)
+        attention = None
+        if output_attentions:
+            queries = queries.view(groups, frames, height, width, -1)
+            attention = torch.einsum("gshwc,gtc->gsthw", queries, keys) / (frames * height * width)
+        return fused, audio_features, attention
+
+
+class TPAVIResidualConvUnit(nn.Module):
+    """Two 3x3 convolutions with pre-activation. The official unit rectifies its input in place,
+    so its skip connection carries the rectified input: `conv2(relu(conv1(relu(x)))) + relu(x)`."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        rectified = F.relu(features)
+        return self.conv2(F.relu(self.conv1(rectified))) + rectified
+
+
+class TPAVIFusionBlock(GradientCheckpointingLayer):
+    """Top-down decoder step (`FeatureFusionBlock`): add the refined skip map, refine, and upsample
+    bilinearly with aligned corners to `output_size` (the official code doubles the size)."""
+
+    def __init__(self, channels: int, has_skip: bool):
+        super().__init__()
+        self.skip_unit = TPAVIResidualConvUnit(channels) if has_skip else None
+        self.output_unit = TPAVIResidualConvUnit(channels)
+
+    def forward(
+        self, features: torch.Tensor, skip: torch.Tensor | None, output_size: tuple[int, int]
+    ) -> torch.Tensor:
+        if self.skip_unit is not None:
+            features = features + self.skip_unit(skip)
+        features = self.output_unit(features)
+        return F.interpolate(features, size=output_size, mode="bilinear", align_corners=True)
+
+
+class TPAVIPredictionHead(nn.Module):
+    """Output head (`output_conv`): 3x3 conv, bilinear x2 upsampling (corners not aligned),
+    3x3 conv, ReLU, 1x1 classifier."""
+
+    def __init__(self, channels: int, hidden_sizes: list[int], num_labels: int):
+        super().__init__()
+        first, second = hidden_sizes
+        self.conv1 = nn.Conv2d(channels, first, 3, padding=1)
+        self.conv2 = nn.Conv2d(first, second, 3, padding=1)
+        self.classifier = nn.Conv2d(second, num_labels, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = self.conv1(features)
+        hidden = F.interpolate(hidden, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.classifier(F.relu(self.conv2(hidden)))
+
+
+class TPAVIPreTrainedModel(PreTrainedModel):
+    config_class = TPAVIConfig
+    base_model_prefix = "tpavi"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "audio")
+    supports_gradient_checkpointing = True
+    _no_split_modules = [  # noqa: RUF012 (Transformers reads this class attribute)
+        "TPAVIASPP",
+        "TPAVIAudioVisualInteraction",
+        "TPAVIFusionBlock",
+        "TPAVIPredictionHead",
+    ]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Backbone and audio encoder are sub-models: Transformers initialises them with their own
+        # `_init_weights`, so only the TPAVI layers arrive here (children before their parents).
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm1d):
+            # TPAVI's W_z batch norm starts at zero scale, so each TPAVI module starts as the
+            # identity plus LayerNorm (the official initialisation).
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+        if isinstance(module, TPAVIASPP):
+            for conv in module.convs:  # official: N(0, 0.01)
+                init.normal_(conv.weight, mean=0.0, std=0.01)
+
+
+class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
+    """TPAVI with its decoder: clips and their audio in, sounding-object masks out."""
+
+    def __init__(self, config: TPAVIConfig):
+        super().__init__(config)
+        self.backbone = load_backbone(config)
+        self.audio_encoder = AutoModel.from_config(config.audio_config) if config.audio_config else None
+        channels = config.hidden_size
+        self.aspp = nn.ModuleList(
+            TPAVIASPP(in_channels, channels, config.aspp_dilations) for in_channels in self.backbone.channels
+        )
+        self.tpavi = nn.ModuleDict(
+            {
+                str(stage): TPAVIAudioVisualInteraction(
+                    channels, config.audio_embed_dim, config.tpavi_audio_bias, config.layer_norm_eps
+                )
+                for stage in config.tpavi_stages
+            }
+        )
+        # decoder[i] refines stage i; the deepest stage has no skip input.
+        self.decoder = nn.ModuleList(TPAVIFusionBlock(channels, has_skip=stage < 3) for stage in range(4))
+        self.head = TPAVIPredictionHead(channels, config.head_hidden_sizes, config.num_labels)
+        self.post_init()
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # A frozen audio encoder keeps its inference behaviour while the rest trains. Freezing
+        # lives here, not only in __init__: from_pretrained replaces every parameter with a fresh
+        # one that requires grad, then calls eval().
+        if self.audio_encoder is not None and self.config.freeze_audio_encoder:
+            self.audio_encoder.eval().requires_grad_(False)
+        return self
+
+    def _embed_audio(self, input_features, audio_embeds, batch: int, num_frames: int) -> torch.Tensor:
+        """`(B, T, audio_embed_dim)` audio embeddings from log-mel examples or as given."""
+        if (input_features is None) == (audio_embeds is None):
+            raise ValueError("Pass exactly one of `input_features` (log-mel) and `audio_embeds`.")
+        if audio_embeds is None:
+            if self.audio_encoder is None:
+                raise ValueError(
+                    "This TPAVI model has no audio encoder (config.audio_config is None): pass VGGish "
+                    f"embeddings as `audio_embeds` of shape ({batch}, {num_frames}, "
+                    f"{self.config.audio_embed_dim}) instead of `input_features`."
+                )
+            if not isinstance(input_features, torch.Tensor) or tuple(input_features.shape[:2]) != (
+                batch,
+                num_frames,
+            ):
+                shape = tuple(getattr(input_features, "shape", ())) or type(input_features).__name__
+                raise ValueError(
+                    f"`input_features` must start with (B, T) = ({batch}, {num_frames}) to match "
+                    f"pixel_values, got {shape}"
+                )
+            trainable = torch.is_grad_enabled() and not self.config.freeze_audio_encoder
+            with torch.set_grad_enabled(trainable):
+                audio_embeds, _ = encode_audio_segments(self.audio_encoder, "input_features", input_features)
+        check_shape("audio_embeds", audio_embeds, (batch, num_frames, self.config.audio_embed_dim))
+        check_finite("audio_embeds", audio_embeds)
+        return audio_embeds.to(self.dtype)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        labeled_frames: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TPAVISegmentationOutput | tuple:
+        r"""Segment the sounding objects of `B` clips of `T` frames.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(B, T, 3, H, W)`):
+                Normalised frames (see `AudioVisualProcessor`). `T` must be a multiple of
+                `config.tpavi_frames_per_group` (5 by default).
+            input_features (`torch.FloatTensor` of shape `(B, T, 1, 96, 64)`, *optional*):
+                One VGGish log-mel example per frame, embedded by the model's audio encoder.
+            audio_embeds (`torch.FloatTensor` of shape `(B, T, audio_embed_dim)`, *optional*):
+                Precomputed audio embeddings (pass these or `input_features`).
+            frame_mask (`torch.Tensor` of shape `(B, T)`, *optional*):
+                1 for real frames, 0 for padding (AVSS clips shorter than T). As in the official
+                AVSS code, padded frames' audio, stage features, TPAVI outputs, decoder maps and
+                logits are zeroed, and they never count in the loss.
+            labels (`torch.Tensor` of shape `(B, T, H, W)`, *optional*):
+                Ground truth: 0/1 masks when `num_labels == 1`, class ids otherwise (255 ignored).
+            labeled_frames (`torch.Tensor` of shape `(B, T)`, *optional*):
+                Which frames have ground truth (S4 training: the first only). Defaults to all
+                frames (times `frame_mask`).
+            output_attentions (`bool`, *optional*):
+                Also return TPAVI's attention maps (`attentions`).
+            output_hidden_states (`bool`, *optional*):
+                Also return the stage maps after TPAVI and TPAVI's audio features.
+        """
+        config = self.config
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        pixel_values = check_pixel_values(pixel_values, self.dtype)
+        batch, num_frames, _, height, width = pixel_values.shape
+        group_size = config.tpavi_frames_per_group or num_frames
+        if config.tpavi_stages and num_frames % group_size:
+            raise ValueError(
+                f"TPAVI attends over groups of {group_size} frames (config.tpavi_frames_per_group), so "
+                f"the clip length T must be a multiple of it; pixel_values has T={num_frames}"
+            )
+        audio_embeds = self._embed_audio(input_features, audio_embeds, batch, num_frames)
+        valid = None
+        if frame_mask is not None:
+            check_shape("frame_mask", frame_mask, (batch, num_frames))
+            frame_flags = frame_mask.to(device=audio_embeds.device, dtype=audio_embeds.dtype)
+            # The official AVSS loops zero the padded frames' audio before the model.
+            audio_embeds = audio_embeds * frame_flags[..., None]
+            valid = frame_flags.reshape(-1, 1, 1, 1)
+        group_audio = audio_embeds.reshape(-1, group_size, config.audio_embed_dim)
+
+        feature_maps = self.backbone(pixel_values.flatten(0, 1)).feature_maps
+        stage_maps, audio_features, attentions = [], {}, []
+        for stage, (aspp, features) in enumerate(zip(self.aspp, feature_maps)):
+            features = _apply_frame_mask(aspp(features), valid)
+            if str(stage) in self.tpavi:
+                fused, stage_audio, attention = self.tpavi[str(stage)](
+                    features.unflatten(0, (-1, group_size)), group_audio, output_attentions
+                )
+                features = _apply_frame_mask(fused.flatten(0, 1), valid)
+                audio_features[stage] = stage_audio.reshape(batch, num_frames, -1)
+                if attention is not None:
+                    attentions.append(attention.reshape(batch, num_frames, *attention.shape[2:]))
+            # The official decoder's residual units rectify these maps in place, so the maps it
+            # returns (and the AVM loss compares) are rectified ones.
+            stage_maps.append(F.relu(features))
+
+        decoded = None
+        for stage in reversed(range(4)):
+            if stage > 0:
+                output_size = tuple(stage_maps[stage - 1].shape[-2:])
+            else:
+                output_size = tuple(2 * size for size in stage_maps[0].shape[-2:])
+            if decoded is None:
+                decoded = self.decoder[stage](stage_maps[stage], None, output_size)
+            else:
+                decoded = self.decoder[stage](decoded, stage_maps[stage], output_size)
+            decoded = _apply_frame_mask(decoded, valid)
+        logits = self.head(decoded)
+        if tuple(logits.shape[-2:]) != (height, width):
+            # Input sizes that are not a multiple of 32 (224 in every official config).
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        logits = _apply_frame_mask(logits, valid).unflatten(0, (batch, num_frames))
+
+        loss = segmentation_loss = avm_loss = None
+        if labels is not None:
+            segmentation_loss, avm_loss = self._losses(
+                logits, labels, labeled_frames, frame_mask, stage_maps, audio_features
+            )
+            loss = segmentation_loss if avm_loss is None else segmentation_loss + config.avm_loss_weight * avm_loss
+
+        output = TPAVISegmentationOutput(
+            loss=loss,
+            logits=logits,
+            segmentation_loss=segmentation_loss,
+            avm_loss=avm_loss,
+            hidden_states=tuple(m.unflatten(0, (batch, num_frames)) for m in stage_maps)
+            if output_hidden_states
+            else None,
+            audio_hidden_states=tuple(audio_features.values()) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _losses(
+        self, logits, labels, labeled_frames, frame_mask, stage_maps, audio_features
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The segmentation loss and (when `avm_loss_weight > 0`) the AVM loss, in float32.
+
+        Segmentation: binary cross-entropy (`L == 1`; the official S4 code on the first frame,
+        MS3 on all five) or cross-entropy (AVSS, per-frame mean over the pixels that are not
+        `IGNORE_INDEX`), averaged over the labelled frames.
+        """
+        batch, num_frames, num_labels, height, width = logits.shape
+        check_shape("labels", labels, (batch, num_frames, height, width))
+        weights = torch.ones(batch, num_frames, device=logits.device)
+        if labeled_frames is not None:
+            check_shape("labeled_frames", labeled_frames, (batch, num_frames))
+            weights = weights * labeled_frames.to(weights)
+        if frame_mask is not None:
+            weights = weights * frame_mask.to(weights)
+        weights = weights.flatten()
+        if not torch.compiler.is_compiling() and not bool(weights.any()):
+            raise ValueError("No labelled frame in the batch: `labeled_frames` * `frame_mask` is all zero.")
+
+        frame_logits = logits.flatten(0, 1).float()
+        if not is_semantic_segmentation(self.config):
+            target = check_binary_mask("labels", labels).flatten(0, 1).to(device=logits.device, dtype=torch.float32)
+            per_frame = F.binary_cross_entropy_with_logits(frame_logits[:, 0], target, reduction="none").mean(
+                dim=(1, 2)
+            )
+        else:
+            target = check_class_map("labels", labels, num_labels).flatten(0, 1).to(logits.device)
+            pixel_losses = F.cross_entropy(frame_logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+            counted = (target != IGNORE_INDEX).sum(dim=(1, 2)).clamp(min=1)
+            per_frame = pixel_losses.sum(dim=(1, 2)) / counted
+        segmentation_loss = (per_frame * weights).sum() / weights.sum()
+        if self.config.avm_loss_weight == 0:
+            return segmentation_loss, None
+        return segmentation_loss, self._audio_visual_matching_loss(frame_logits, stage_maps, audio_features, weights)
+
+    def _audio_visual_matching_loss(
+        self,
+        frame_logits: torch.Tensor,
+        stage_maps: list[torch.Tensor],
+        audio_features: dict[int, torch.Tensor],
+        weights: torch.Tensor,
+    ) -> torch.Tensor:
+        """AVM: `KL(softmax(audio) || softmax(masked visual))` per frame, as the official MS3 and
+        AVSS train scripts configure it (`--masked_av_flag --kl_flag`, average mask pooling, no
+        feature normalisation), averaged over `avm_loss_stages`.
+
+        The masked visual vector of a frame is the spatial mean of its stage map times the
+        predicted mask pooled to the stage's size. Binary (MS3 code): the mask is the sigmoid
+        of the average-pooled logits (gradients flow through it), and the loss is summed over
+        the labelled frames. Multi-class (AVSS code): the mask is 1 where the arg-max class is
+        not the background (class 0), and the loss is averaged over the labelled frames.
+        """
+        semantic = is_semantic_segmentation(self.config)
+        if semantic:
+            mask_source = (frame_logits.argmax(dim=1, keepdim=True) != 0).float()
+        else:
+            mask_source = frame_logits
+        stage_losses = []
+        for stage in self.config.avm_loss_stages:
+            visual = stage_maps[stage].float()
+            mask = F.adaptive_avg_pool2d(mask_source, visual.shape[-2:])
+            if not semantic:
+                mask = mask.sigmoid()
+            masked_visual = (visual * mask).mean(dim=(2, 3))
+            audio = audio_features[stage].float().flatten(0, 1)
+            per_frame = F.kl_div(masked_visual.log_softmax(dim=-1), audio.softmax(dim=-1), reduction="none").sum(-1)
+            stage_loss = (per_frame * weights).sum()
+            if semantic:
+                stage_loss = stage_loss / weights.sum()
+            stage_losses.append(stage_loss)
+        return torch.stack(stage_losses).mean()
+
+
+def _apply_frame_mask(features: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Zero padded frames' maps `(BT, ...)` with `valid` `(BT, 1, 1, 1)` (no-op without a frame mask)."""
+    return features if valid is None else features * valid.to(features.device)
+
+
+__all__ = [
+    "TPAVIASPP",
+    "TPAVIAudioVisualInteraction",
+    "TPAVIForAudioVisualSegmentation",
+    "TPAVIFusionBlock",
+    "TPAVIPreTrainedModel",
+    "TPAVIPredictionHead",
+    "TPAVIResidualConvUnit",
+    "TPAVISegmentationOutput",
+]
