@@ -424,6 +424,26 @@ def test_video_listed_in_two_splits_is_left_out_of_both(copy_subset, tmp_path):
     assert name not in [video for ids in loaded for video in ids]
 
 
+@pytest.mark.parametrize("subset", ["s4", "ms3", "avss"])
+def test_videos_on_disk_in_no_metadata_row_are_reported(subset, copy_subset, tmp_path):
+    raw, subset_dir = copy_subset(subset)
+    record = _train_record(subset_dir, subset)
+    # A hand-edited metadata file that lost the row of line 3; the video is still on disk.
+    rows = _csv_rows(subset_dir, subset)
+    with open(subset_dir / CSV_NAMES[subset], "w", newline="") as handle:
+        csv.writer(handle).writerows(rows[:2] + rows[3:])
+    report = export_avsbench(raw, tmp_path / "out", [subset], progress=False)
+    frames_folder = frame_paths(subset_dir, subset, record)[0].parent
+    video_folder = frames_folder.parent if subset == "avss" else frames_folder
+    assert report.subsets[subset].unlisted == [video_folder.relative_to(raw).as_posix()]
+    assert (
+        report.written[subset] == {**SPLIT_COUNTS, "train": 3} and report.subsets[subset].metadata_rows == 5
+    )
+    summary = report.summary_table()
+    assert f"{subset}: 1 video folder(s) on disk are in no metadata row and were not exported" in summary
+    assert video_folder.relative_to(raw).as_posix() in (tmp_path / "out" / REPORT_MARKDOWN).read_text()
+
+
 @pytest.mark.parametrize(
     "row, problem",
     [

@@ -435,6 +435,24 @@ class AVSBenchReader:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return [record for record in self._records if record.split == split]
 
+    def unlisted_videos(self) -> list[str]:
+        """Video folders on disk that no metadata row names, relative as in `relative_path`.
+
+        The official loaders ignore them too, so they are reported, not refused: a cut-off or
+        hand-edited metadata file would otherwise drop videos without a word.
+        """
+        if self.subset == "s4":
+            folders = (self.subset_dir / "s4_data" / "visual_frames").glob("*/*/*")
+        elif self.subset == "ms3":
+            folders = (self.subset_dir / "ms3_data" / "visual_frames").glob("*")
+        else:
+            folders = (path for label in AVSS_LABEL_SETS for path in (self.subset_dir / label).glob("*"))
+        return sorted(
+            self.relative_path(folder)
+            for folder in folders
+            if folder.is_dir() and folder.name not in self._listed_ids
+        )
+
     def relative_path(self, path: Path) -> str:
         """`path` relative to the folder holding the subset folder, as the skip report names files."""
         try:
@@ -468,6 +486,8 @@ class AVSBenchReader:
                 f"lacks the column(s) {missing}; it has {header}", rule="metadata-columns", path=path
             )
         self.metadata_rows = len(rows) - 1
+        id_index = header.index(id_column)
+        self._listed_ids = {fields[id_index].strip() for _, fields in rows[1:] if len(fields) > id_index}
         records, first_rows, conflicting = [], {}, {}
         for line, fields in rows[1:]:
             if len(fields) != len(header):

@@ -17,6 +17,7 @@ a killed one leaves it behind, never a half-written `out_dir`, and the next expo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -41,6 +42,8 @@ from .avsbench import (
 )
 from .avss_classes import avss_class_table
 
+logger = logging.getLogger(__name__)
+
 _SHARD_PATTERN = re.compile(r"^(train|validation|test)-(\d{5})-of-(\d{5})\.parquet$")
 REPORT_JSON = "preparation_report.json"
 REPORT_MARKDOWN = "preparation_report.md"
@@ -51,13 +54,15 @@ _EXPORT_ENTRIES = {"README.md", REPORT_JSON, REPORT_MARKDOWN, *SUBSETS}
 @dataclass
 class SubsetReport:
     """How one subset's metadata rows were accounted for: `metadata_rows` equals the rows written
-    (by split, named as `datasets` names them) plus the rows in `skipped`."""
+    (by split, named as `datasets` names them) plus the rows in `skipped`. `unlisted` names the
+    video folders on disk that no metadata row lists (not exported, as in the official loaders)."""
 
     on_error: str
     metadata_file: str
     metadata_rows: int
     written: dict[str, int]
     skipped: list[SkippedVideo] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict) -> SubsetReport:
@@ -96,6 +101,12 @@ class PreparationReport:
         for name, report in self.subsets.items():
             counts = " | ".join(str(report.written.get(split, 0)) for split in splits)
             lines.append(f"| {name} | {report.metadata_rows} | {counts} | {len(report.skipped)} |")
+        for name, report in self.subsets.items():
+            if report.unlisted:
+                lines.append(
+                    f"\n{name}: {len(report.unlisted)} video folder(s) on disk are in no metadata row and were "
+                    f"not exported, e.g. {report.unlisted[0]}"
+                )
         by_rule = Counter((name, row.rule) for name, report in self.subsets.items() for row in report.skipped)
         if by_rule:
             lines += ["", "| config | rule | skipped videos |", "| --- | --- | ---: |"]
@@ -118,6 +129,11 @@ class PreparationReport:
         text = "# AVSBench preparation report\n\n" + self.summary_table()
         if any(report.skipped for report in self.subsets.values()):
             text += "\n## Skipped\n\n" + self.skipped_table()
+        unlisted = [(name, folder) for name, report in self.subsets.items() for folder in report.unlisted]
+        if unlisted:
+            text += "\n## Video folders in no metadata row\n\n" + "".join(
+                f"- {name}: {folder}\n" for name, folder in unlisted
+            )
         return text
 
 
@@ -230,8 +246,21 @@ def _export_subset(
             )
         raise
     report = SubsetReport(
-        on_error, reader.relative_path(csv_path), reader.metadata_rows, written, list(reader.skipped)
+        on_error,
+        reader.relative_path(csv_path),
+        reader.metadata_rows,
+        written,
+        list(reader.skipped),
+        reader.unlisted_videos(),
     )
+    if report.unlisted:
+        logger.warning(
+            "%s: %d video folder(s) on disk are in no row of %s and were not exported (listed in %s)",
+            subset,
+            len(report.unlisted),
+            report.metadata_file,
+            REPORT_MARKDOWN,
+        )
     if report.metadata_rows != sum(written.values()) + len(report.skipped):
         raise RuntimeError(
             f"{subset}: {report.metadata_rows} metadata rows but {written} written and {len(report.skipped)} skipped"
