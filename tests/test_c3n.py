@@ -391,7 +391,7 @@ def test_raw_audio_without_an_encoder_says_what_to_pass():
     "inputs, message",
     [
         ({"input_features": log_mel_examples(), "audio_embeds": torch.zeros(2, 3, AUDIO_DIM)}, "not"),
-        ({"input_features": log_mel_examples(batch=1)}, "input_features must start with"),
+        ({"input_features": log_mel_examples(batch=1)}, "`input_features` must start with"),
         ({"input_values": torch.zeros(2, 3, 16000)}, "takes `input_features`"),
     ],
 )

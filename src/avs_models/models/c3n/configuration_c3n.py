@@ -21,6 +21,9 @@ class C3NConfig(PreTrainedConfig):
     The defaults build C3N with PVT-v2-b5 and VGGish embeddings, behaving like the official
     checkpoints (`ZhaofengSHI/AVS-C3N`, `C3N_vggish`).
 
+    C3N segments sounding objects as one binary mask per frame (AVSBench S4 and MS3): `num_labels`
+    is 1, the default, and any other value is refused.
+
     Attributes:
         backbone_config (`dict` or `PreTrainedConfig`, *optional*):
             Transformers vision backbone returning 4 stage feature maps (PVT-v2-b5 when omitted;
@@ -108,6 +111,11 @@ class C3NConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        if self.id2label is None:
+            kwargs.setdefault("num_labels", 1)
+        # Checked before PreTrainedConfig turns num_labels into an id2label map (where -3 becomes an
+        # empty map, reported as 0), so the message shows the value given.
+        check_num_labels(kwargs["num_labels"] if kwargs.get("num_labels") is not None else len(self.id2label))
         if isinstance(self.audio_config, dict):
             # Not a declared sub-config: the audio config classes (VGGish, PANNs, BEATs) exist only
             # where avs_models is installed, like PCMANet's audio_config.
@@ -158,6 +166,15 @@ class C3NConfig(PreTrainedConfig):
             )
 
 
+def check_num_labels(num_labels) -> None:
+    """C3N predicts one sounding-object mask per frame (a single logit): `num_labels` must be 1."""
+    if num_labels != 1:
+        raise ValueError(
+            f"C3N segments binary masks only (one logit per pixel, AVSBench S4/MS3): num_labels must be 1, "
+            f"got {num_labels!r}"
+        )
+
+
 def audio_embedding_width(audio_config: PreTrainedConfig) -> int:
     """Width of the per-segment embeddings an audio classifier gives (`embedding_size` or `hidden_size`)."""
     width = getattr(audio_config, "embedding_size", None) or getattr(audio_config, "hidden_size", None)
@@ -169,4 +186,4 @@ def audio_embedding_width(audio_config: PreTrainedConfig) -> int:
     return int(width)
 
 
-__all__ = ["C3NConfig"]
+__all__ = ["C3NConfig", "check_num_labels"]

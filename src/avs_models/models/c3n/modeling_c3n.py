@@ -3,16 +3,25 @@
 Pipeline per frame: a Transformers vision backbone (PVT-v2 or Swin) gives 4 stage feature maps
 and, through its ImageNet head, visual class logits. C3IM combines the visual and audio class
 confidences with a label-name similarity matrix into one unified visual class per frame. CCAM
-takes the gradient of that class's logit with respect to the last block of every backbone stage
-(one `torch.autograd.grad` call), averages it over space into channel weights and re-weights the
-stage features (channel then spatial attention). ASPP, an audio-visual non-local block per stage,
-a top-down fusion decoder and a small convolutional head give one mask logit map per frame.
+takes the gradient of that class's logit with respect to the last block output of every backbone
+stage (one `torch.autograd.grad` call), averages it over space into channel weights and
+re-weights the stage features (channel then spatial attention). ASPP, an audio-visual non-local
+block per stage, a top-down fusion decoder and a small convolutional head give one mask logit map
+per frame.
+
+The backbone runs stage by stage here, not through its own `forward`: Transformers' PVT-v2 and
+Swin backbones return each stage after its LayerNorm, while CCAM needs the last block's output,
+before that norm. A zero "gradient probe" that requires grad is added to each of those outputs;
+the gradient of the chosen logit with respect to a probe is the gradient with respect to the block
+output. Probes are leaves, so this works with a frozen backbone, under `torch.no_grad()`, and under
+`torch.compile` (they become graph inputs at the graph breaks the probes and `autograd.grad` make).
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -20,32 +29,75 @@ from torch import nn
 from transformers import AutoModelForAudioClassification, PreTrainedModel
 from transformers import initialization as init
 from transformers.backbone_utils import load_backbone
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ..audio_utils import encode_audio_segments
+from ..inputs import check_finite, check_pixel_values, check_shape
 from ..label_names import AUDIOSET_CLASSES, IMAGENET_1K_CLASSES
-from .configuration_c3n import C3NConfig
+from ..labels import check_binary_mask
+from .configuration_c3n import C3NConfig, check_num_labels
 from .label_similarity import compute_label_similarity
+
+SUPPORTED_BACKBONES = ("pvt_v2", "swin")
+# Classes per modality that the paper's Fig. 6 shows for the consensus of a frame.
+CONSENSUS_TOP_CLASSES = 5
+# Smallest L2 norm of the Grad-CAM weights (computed in float32, whatever the model's dtype).
+CCAM_NORM_EPS = 1e-12
+
+EXPORT_HINT = (
+    "C3N's CCAM takes a gradient inside forward (Grad-CAM: torch.autograd.grad of the chosen class's "
+    "logit with respect to the backbone stages). torch.export traces the model above autograd, where the "
+    "tensors that this backward reads are not recorded (it fails with 'We found a fake tensor in the "
+    "exported program constant's list'), and the ONNX exporter uses torch.export. What exports: the model "
+    "with CCAM weights given as an input (`ccam_weights=`, e.g. from an eager run), or a model with "
+    "config.consensus_mode='none' (no CCAM, the Table II ablation)."
+)
 
 
 @dataclass
 class C3NSegmentationOutput(ModelOutput):
     """
-    Output of [`C3NForAudioVisualSegmentation`].
+    Output of [`C3NForAudioVisualSegmentation`]. `B` is the batch size, `T` the frames per clip,
+    `h_k, w_k` the size of backbone stage `k` (stride 4, 8, 16, 32) and `K` = 5 (or fewer when a
+    head has fewer classes).
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
             BCE + Dice loss over the labelled frames, when `labels` were given.
-        logits (`torch.FloatTensor` of shape `(batch_size, num_frames, 1, height, width)`):
+        logits (`torch.FloatTensor` of shape `(B, T, 1, height, width)`):
             Mask logits at the input resolution.
-        unified_labels (`torch.LongTensor` of shape `(batch_size, num_frames)`, *optional*):
+        unified_labels (`torch.LongTensor` of shape `(B, T)`, *optional*):
             Visual class chosen per frame by the cognitive consensus (`None` when
             `consensus_mode="none"`).
-        visual_logits (`torch.FloatTensor` of shape `(batch_size, num_frames, num_visual_classes)`):
+        visual_logits (`torch.FloatTensor` of shape `(B, T, num_visual_classes)`):
             Logits of the visual classification head.
         ccam_weights (`tuple(torch.FloatTensor)`, *optional*):
             Per stage, the class-activated channel weights (spatially averaged gradients, before
-            normalisation), each of shape `(batch_size, num_frames, stage_channels)`.
+            normalisation), each `(B, T, C_k)` in float32.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, with `output_hidden_states=True`):
+            The 4 backbone stage feature maps (after each stage's norm, before CCAM), each
+            `(B, T, C_k, h_k, w_k)`.
+        decoder_hidden_states (`tuple(torch.FloatTensor)`, *optional*, with `output_hidden_states=True`):
+            The outputs of the 4 top-down fusion blocks, deepest first, each `(B, T, hidden_size, h, w)`
+            with `(h, w)` twice the size of the stage it refines (the last one is at stride 2).
+        attentions (`tuple(torch.FloatTensor)`, *optional*, with `output_attentions=True`):
+            CCAM's spatial attention per stage (paper Fig. 7): the sigmoid of the channel mean of the
+            channel-re-weighted stage features, each `(B, T, h_k, w_k)`. `None` without CCAM.
+        consensus_top_visual_classes (`torch.LongTensor` of shape `(B, T, K)`, *optional*, with `output_attentions=True`):
+            The K visual classes with the highest confidence per frame (paper Fig. 6), best first.
+        consensus_top_visual_confidences (`torch.FloatTensor` of shape `(B, T, K)`, *optional*):
+            Their re-weighted confidences `softmax(visual_logits) ** consensus_visual_exponent`.
+        consensus_top_audio_classes (`torch.LongTensor` of shape `(B, T, K)`, *optional*):
+            The K audio classes with the highest confidence per frame, best first.
+        consensus_top_audio_confidences (`torch.FloatTensor` of shape `(B, T, K)`, *optional*):
+            Their re-weighted confidences `softmax(audio scores) ** consensus_audio_exponent`.
+        consensus_top_pair_scores (`torch.FloatTensor` of shape `(B, T, K, K)`, *optional*):
+            The consensus score of each (top visual class, top audio class) pair:
+            audio confidence x label similarity x visual confidence; rows follow
+            `consensus_top_visual_classes`, columns `consensus_top_audio_classes`. The unified label
+            is the visual class of the best pair over all classes (`unified_labels`).
+        All consensus fields are `None` when `consensus_mode` is not `"audio_visual"`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -53,6 +105,25 @@ class C3NSegmentationOutput(ModelOutput):
     unified_labels: torch.LongTensor | None = None
     visual_logits: torch.FloatTensor | None = None
     ccam_weights: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    consensus_top_visual_classes: torch.LongTensor | None = None
+    consensus_top_visual_confidences: torch.FloatTensor | None = None
+    consensus_top_audio_classes: torch.LongTensor | None = None
+    consensus_top_audio_confidences: torch.FloatTensor | None = None
+    consensus_top_pair_scores: torch.FloatTensor | None = None
+
+
+@dataclass
+class C3NConsensusTopClasses(ModelOutput):
+    """The strongest classes of both heads and their pair scores, per row (see `C3NSegmentationOutput`)."""
+
+    visual_classes: torch.LongTensor | None = None
+    visual_confidences: torch.FloatTensor | None = None
+    audio_classes: torch.LongTensor | None = None
+    audio_confidences: torch.FloatTensor | None = None
+    pair_scores: torch.FloatTensor | None = None
 
 
 def _named_labels(config) -> list[str] | None:
@@ -61,19 +132,17 @@ def _named_labels(config) -> list[str] | None:
     return None if all(name == f"LABEL_{index}" for index, name in enumerate(names)) else names
 
 
-def _stage_last_blocks(backbone: nn.Module) -> list[nn.Module]:
-    """The last Transformer block of each of the 4 stages of a PVT-v2 or Swin backbone."""
-    model_type = backbone.config.model_type
-    if model_type == "pvt_v2":
-        stages = backbone.encoder.layers
-    elif model_type == "swin":
-        stages = backbone.swin.encoder.layers
-    else:
-        raise ValueError(f"C3N supports pvt_v2 and swin backbones, got backbone model_type {model_type!r}")
-    return [stage.blocks[-1] for stage in stages]
+def _as_clip(maps: torch.Tensor, batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(B*T, ...)` maps -> (the `(B, T, ...)` view to return, that view flattened back to continue from).
+
+    Continuing the forward from the returned view puts it on the forward's path, so gradients reach
+    the tensors a user gets from `output_hidden_states` / `output_attentions`.
+    """
+    clip = maps.view(batch, frames, *maps.shape[1:])
+    return clip, clip.flatten(0, 1)
 
 
-class C3NASPP(nn.Module):
+class C3NASPP(GradientCheckpointingLayer):
     """Atrous spatial pyramid pooling: image-level branch, 1x1 branch, 3 dilated 3x3 branches."""
 
     def __init__(self, in_channels: int, channels: int, dilations: list[int]):
@@ -86,6 +155,7 @@ class C3NASPP(nn.Module):
         self.projection = nn.Conv2d(channels * (2 + len(dilations)), channels, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features `(N, in_channels, H, W)` -> `(N, channels, H, W)`."""
         pooled = self.image_pool_conv(features.mean(dim=(2, 3), keepdim=True))
         branches = [pooled.expand(-1, -1, *features.shape[2:]), self.pointwise_conv(features)]
         branches += [conv(features) for conv in self.atrous_convs]
@@ -98,9 +168,13 @@ class C3NAudioVisualNonLocal(nn.Module):
     Queries come from the visual tokens, keys from the projected audio (repeated over space in the
     official code) and values from the visual tokens; the attention is a dot product divided by the
     number of positions. Because the attention has no softmax, `(Q K^T) V / N` is computed as
-    `Q (K^T V) / N`, and audio keys that repeat over space are summed per frame first: the same
-    result without the `(THW)^2` matrix. Padded frames (`frame_mask` 0) give no keys or values
-    and are not counted in N.
+    `Q (K^T (V / N))`, and audio keys that repeat over space are summed per frame first: the same
+    result without the `(THW)^2` matrix. Dividing the values by `N` first keeps the sums in range
+    in half precision. Padded frames (`frame_mask` 0) give no keys or values and are not counted
+    in N.
+
+    Not a checkpointing layer: recomputing its BatchNorm in training would update the running
+    statistics twice.
     """
 
     def __init__(self, channels: int, audio_dim: int, layer_norm_eps: float = 1e-5):
@@ -118,24 +192,24 @@ class C3NAudioVisualNonLocal(nn.Module):
         self, features: torch.Tensor, audio: torch.Tensor | None, frame_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """features: `(B, T, C, H, W)`; audio: `(B, T, audio_dim)` or `None` (visual self-attention);
-        frame_mask: `(B, T)`, 1 for real frames, or `None` (all real)."""
+        frame_mask: `(B, T)`, 1 for real frames, or `None` (all real). Returns `(B, T, C, H, W)`."""
         batch, frames, channels, height, width = features.shape
         tokens = features.permute(0, 1, 3, 4, 2).reshape(batch, frames * height * width, channels)
         queries = self.query(tokens)
         values = self.value(tokens)
         if frame_mask is None:
-            num_positions = tokens.shape[1]
+            values = values / tokens.shape[1]
         else:
             real = frame_mask.to(values.dtype)
-            values = values * real.repeat_interleave(height * width, dim=1)[:, :, None]
             num_positions = (real.sum(dim=1) * height * width).clamp(min=1)[:, None, None]
+            values = values * real.repeat_interleave(height * width, dim=1)[:, :, None] / num_positions
         if audio is None:
             context = self.key(tokens).transpose(1, 2) @ values
         else:
             audio_keys = self.key(self.audio_projection(audio))  # (B, T, inner)
             values_per_frame = values.view(batch, frames, height * width, -1).sum(dim=2)
             context = audio_keys.transpose(1, 2) @ values_per_frame
-        attended = queries @ (context / num_positions)
+        attended = queries @ context
         fused = self.output_norm(self.output(attended).reshape(-1, channels)).view_as(tokens) + tokens
         fused = self.layer_norm(fused)
         return fused.view(batch, frames, height, width, channels).permute(0, 1, 4, 2, 3)
@@ -155,7 +229,7 @@ class C3NResidualConvUnit(nn.Module):
         return self.conv2(F.relu(self.conv1(rectified))) + rectified
 
 
-class C3NFusionBlock(nn.Module):
+class C3NFusionBlock(GradientCheckpointingLayer):
     """Top-down decoder step: add the refined skip feature, refine, upsample (bilinear, corners aligned)."""
 
     def __init__(self, channels: int, has_skip: bool):
@@ -166,6 +240,7 @@ class C3NFusionBlock(nn.Module):
     def forward(
         self, features: torch.Tensor, skip: torch.Tensor | None, output_size: tuple[int, int]
     ) -> torch.Tensor:
+        """features and skip `(N, C, h, w)` -> `(N, C, *output_size)`."""
         if self.skip_unit is not None:
             features = features + self.skip_unit(skip)
         features = self.output_unit(features)
@@ -177,6 +252,15 @@ class C3NPreTrainedModel(PreTrainedModel):
     base_model_prefix = "c3n"
     main_input_name = "pixel_values"
     input_modalities = ("image", "audio")
+    supports_gradient_checkpointing = True
+    # Modules whose forward combines their children's outputs stay on one device.
+    _no_split_modules = [  # noqa: RUF012 (Transformers reads this class attribute)
+        "PvtV2BlockLayer",
+        "SwinLayer",
+        "C3NASPP",
+        "C3NAudioVisualNonLocal",
+        "C3NFusionBlock",
+    ]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -215,6 +299,10 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
 
     def __init__(self, config: C3NConfig):
         super().__init__(config)
+        check_num_labels(config.num_labels)  # config.num_labels may have been set after the config was built
+        model_type = config.backbone_config.model_type
+        if model_type not in SUPPORTED_BACKBONES:
+            raise ValueError(f"C3N supports {SUPPORTED_BACKBONES} backbones, got backbone model_type {model_type!r}")
         self.backbone = load_backbone(config)
         self.audio_encoder = (
             AutoModelForAudioClassification.from_config(config.audio_config) if config.audio_config else None
@@ -243,7 +331,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             torch.zeros(config.num_visual_classes, config.num_audio_classes),
             persistent=True,
         )
-        self._stage_blocks = _stage_last_blocks(self.backbone)
+        self.gradient_checkpointing = False
         self.post_init()
         self.train(self.training)
 
@@ -267,6 +355,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             raise ValueError(
                 f"matrix must be a tensor of shape {expected} (visual classes x audio classes), got {shape}"
             )
+        check_finite("matrix", matrix)
         self.label_similarity.copy_(matrix.detach().to(self.label_similarity))
 
     def compute_label_similarity_from_names(
@@ -303,22 +392,6 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         return matrix
 
     # ----------------------------------------------------------------- input checks
-    @staticmethod
-    def _check_pixel_values(pixel_values) -> None:
-        if (
-            not isinstance(pixel_values, torch.Tensor)
-            or pixel_values.dim() != 5
-            or pixel_values.shape[2] != 3
-        ):
-            shape = (
-                tuple(pixel_values.shape)
-                if isinstance(pixel_values, torch.Tensor)
-                else type(pixel_values).__name__
-            )
-            raise ValueError(f"pixel_values must have shape (batch, frames, 3, height, width), got {shape}")
-        if not pixel_values.is_floating_point():
-            raise TypeError(f"pixel_values must be a floating point tensor, got {pixel_values.dtype}")
-
     def _check_inputs(self, pixel_values, audio_embeds, audio_logits, labels, labeled_frames, frame_mask):
         batch, frames = pixel_values.shape[:2]
         config = self.config
@@ -329,27 +402,36 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         for name, (tensor, width, required) in needed.items():
             if tensor is None:
                 if required:
-                    raise ValueError(
-                        f"{name} of shape ({batch}, {frames}, {width}) is required by this config"
-                    )
+                    raise ValueError(f"`{name}` of shape ({batch}, {frames}, {width}) is required by this config")
                 continue
-            if tensor.dim() != 3 or tuple(tensor.shape) != (batch, frames, width):
-                raise ValueError(
-                    f"{name} must have shape (batch, frames, {width}) = ({batch}, {frames}, {width}) to match "
-                    f"pixel_values, got {tuple(tensor.shape)}"
-                )
+            check_shape(name, tensor, (batch, frames, width))
             if not tensor.is_floating_point():
-                raise TypeError(f"{name} must be a floating point tensor, got {tensor.dtype}")
-        if labels is not None and tuple(labels.shape) != (batch, frames, *pixel_values.shape[3:]):
-            raise ValueError(
-                f"labels must have shape (batch, frames, height, width) = "
-                f"{(batch, frames, *pixel_values.shape[3:])}, got {tuple(labels.shape)}"
-            )
+                raise TypeError(f"`{name}` must be a floating point tensor, got {tensor.dtype}")
+            check_finite(name, tensor)
+        if labels is not None:
+            check_shape("labels", labels, (batch, frames, *pixel_values.shape[3:]))
+            check_binary_mask("labels", labels)
         for name, mask in (("labeled_frames", labeled_frames), ("frame_mask", frame_mask)):
-            if mask is not None and tuple(mask.shape) != (batch, frames):
-                raise ValueError(
-                    f"{name} must have shape (batch, frames) = ({batch}, {frames}), got {tuple(mask.shape)}"
-                )
+            if mask is not None:
+                check_shape(name, mask, (batch, frames))
+
+    def _check_ccam_weights(self, ccam_weights, batch: int, frames: int) -> None:
+        channels = list(self.backbone.channels)
+        if not isinstance(ccam_weights, (tuple, list)) or len(ccam_weights) != len(channels):
+            raise ValueError(f"`ccam_weights` must be a tuple of {len(channels)} tensors (one per stage)")
+        for stage, (weights, width) in enumerate(zip(ccam_weights, channels)):
+            check_shape(f"ccam_weights[{stage}]", weights, (batch, frames, width))
+            check_finite(f"ccam_weights[{stage}]", weights)
+
+    def _check_gradient_checkpointing(self) -> None:
+        keywords = getattr(self._gradient_checkpointing_func, "keywords", {})
+        # torch.utils.checkpoint's own default (use_reentrant unset) is the reentrant variant.
+        if keywords.get("use_reentrant", True) is not False:
+            raise ValueError(
+                "C3N's CCAM calls torch.autograd.grad inside forward, which reentrant activation checkpointing "
+                "does not allow: enable it with gradient_checkpointing_kwargs={'use_reentrant': False} "
+                "(Transformers' default)"
+            )
 
     # ----------------------------------------------------------------- audio
     def encode_audio(
@@ -379,79 +461,156 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 else type(audio_inputs).__name__
             )
             raise ValueError(
-                f"{input_name} must start with (batch, frames) = ({batch}, {frames}) to match pixel_values, got {shape}"
+                f"`{input_name}` must start with (batch, frames) = ({batch}, {frames}) to match pixel_values, "
+                f"got {shape}"
             )
         expected = self.audio_encoder.main_input_name
         if input_name != expected:
             raise ValueError(
                 f"the audio encoder ({self.config.audio_config.model_type}) takes `{expected}`, not `{input_name}`"
             )
+        check_finite(input_name, audio_inputs)
+        if audio_inputs.is_floating_point():
+            audio_inputs = audio_inputs.to(self.audio_encoder.dtype)
         trainable = torch.is_grad_enabled() and not self.config.freeze_audio_encoder
         with torch.set_grad_enabled(trainable):
             return encode_audio_segments(self.audio_encoder, input_name, audio_inputs)
 
+    # ----------------------------------------------------------------- backbone, stage by stage
+    def _call_block(self, block: nn.Module, *args, **kwargs):
+        """Run one backbone block, through activation checkpointing when it is on (Swin's blocks are
+        checkpointing layers themselves; PVT-v2 checkpoints whole stages, which C3N runs block by block)."""
+        if (
+            self.gradient_checkpointing
+            and self.training
+            and torch.is_grad_enabled()
+            and not isinstance(block, GradientCheckpointingLayer)
+        ):
+            return self._gradient_checkpointing_func(partial(block, **kwargs), *args)
+        return block(*args, **kwargs)
+
+    @staticmethod
+    def _add_probe(tokens: torch.Tensor, probes: list[torch.Tensor] | None) -> torch.Tensor:
+        """Add a zero leaf that requires grad to a stage's last block output (see the module docstring)."""
+        if probes is None:
+            return tokens
+        probe = torch.zeros_like(tokens, requires_grad=True)
+        probes.append(probe)
+        return tokens + probe
+
+    def _run_backbone(
+        self, pixel_values: torch.Tensor, probes: list[torch.Tensor] | None, record_graph: bool
+    ) -> list[torch.Tensor]:
+        """Backbone stage maps `[(N, C_k, h_k, w_k)]` of frames `(N, 3, H, W)`, the same as the
+        backbone's `feature_maps`. With `probes` (a list), one gradient probe per stage is appended.
+
+        Nothing before the first probe needs a graph unless the caller records one
+        (`record_graph`), so stage 1 of an inference forward keeps no activations for backward.
+        """
+        if self.backbone.config.model_type == "pvt_v2":
+            return self._run_pvt_v2(pixel_values, probes, record_graph)
+        return self._run_swin(pixel_values, probes, record_graph)
+
+    def _run_pvt_v2(self, pixel_values, probes, record_graph) -> list[torch.Tensor]:
+        feature_maps = []
+        hidden = pixel_values
+        for stage in self.backbone.encoder.layers:
+            with torch.set_grad_enabled(record_graph or bool(probes)):
+                tokens, height, width = stage.patch_embedding(hidden)
+                for block in stage.blocks:
+                    tokens = self._call_block(block, tokens, height, width)[0]
+            tokens = self._add_probe(tokens, probes)
+            hidden = stage.layer_norm(tokens).reshape(len(tokens), height, width, -1).permute(0, 3, 1, 2)
+            hidden = hidden.contiguous()
+            feature_maps.append(hidden)
+        return feature_maps
+
+    def _run_swin(self, pixel_values, probes, record_graph) -> list[torch.Tensor]:
+        swin = self.backbone.swin
+        feature_maps = []
+        with torch.set_grad_enabled(record_graph):
+            tokens, (height, width) = swin.embeddings(pixel_values)
+        for name, stage in zip(self.backbone.out_features, swin.encoder.layers):
+            with torch.set_grad_enabled(record_graph or bool(probes)):
+                for block in stage.blocks:
+                    tokens = self._call_block(block, tokens, (height, width), always_partition=True)[0]
+            tokens = self._add_probe(tokens, probes)
+            normed = self.backbone.hidden_states_norms[name](tokens)
+            feature_maps.append(normed.view(len(tokens), height, width, -1).permute(0, 3, 1, 2).contiguous())
+            if stage.downsample is not None:
+                tokens = stage.downsample(tokens, (height, width))
+                height, width = (height + 1) // 2, (width + 1) // 2
+        return feature_maps
+
     # ----------------------------------------------------------------- C3IM + CCAM
+    def _consensus_confidences(
+        self, visual_logits: torch.Tensor, audio_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float32 `softmax(visual)^beta` `(N, Nv)`, `softmax(audio scores)^alpha` `(N, Na)` and the similarity
+        matrix: float32 whatever the model's dtype, so half precision does not tie or reorder the pairs."""
+        audio_scores = audio_logits.detach().float()
+        if self.config.audio_score_activation == "sigmoid":
+            audio_scores = audio_scores.sigmoid()
+        audio_confidence = audio_scores.softmax(dim=-1) ** self.config.consensus_audio_exponent
+        visual_confidence = visual_logits.detach().float().softmax(dim=-1) ** self.config.consensus_visual_exponent
+        return visual_confidence, audio_confidence, self.label_similarity.float()
+
     def cognitive_consensus(
         self, visual_logits: torch.Tensor, audio_logits: torch.Tensor | None
     ) -> torch.Tensor:
         """Unified visual class per row: argmax over (visual, audio) pairs of
         `softmax(audio)^alpha * similarity * softmax(visual)^beta` (first maximum in row-major
         order); the visual argmax when `consensus_mode="visual_only"`. Shapes `(N, Nv)`, `(N, Na)` -> `(N,)`."""
-        visual_logits = visual_logits.detach()
         if self.config.consensus_mode == "visual_only":
-            return visual_logits.argmax(dim=-1)
-        audio_scores = audio_logits.detach()
-        if self.config.audio_score_activation == "sigmoid":
-            audio_scores = audio_scores.sigmoid()
-        audio_confidence = audio_scores.softmax(dim=-1) ** self.config.consensus_audio_exponent
-        visual_confidence = visual_logits.softmax(dim=-1) ** self.config.consensus_visual_exponent
-        weighted = audio_confidence[:, None, :] * self.label_similarity[None] * visual_confidence[:, :, None]
+            return visual_logits.detach().float().argmax(dim=-1)
+        visual_confidence, audio_confidence, similarity = self._consensus_confidences(visual_logits, audio_logits)
+        weighted = audio_confidence[:, None, :] * similarity[None] * visual_confidence[:, :, None]
         return weighted.flatten(1).argmax(dim=-1) // weighted.shape[-1]
 
-    def _ccam(self, stage_features, activations, visual_logits, unified_labels, keep_graph):
-        """Class-activated channel weights of every stage and the re-weighted stage features."""
-        chosen_logits = visual_logits.gather(1, unified_labels[:, None]).sum()
-        gradients = torch.autograd.grad(chosen_logits, activations, retain_graph=keep_graph)
-        raw_weights = [gradient.mean(dim=1) for gradient in gradients]  # (N, L, C) -> (N, C)
-        refined = []
-        for features, weights in zip(stage_features, raw_weights):
+    def consensus_top_classes(
+        self, visual_logits: torch.Tensor, audio_logits: torch.Tensor, k: int = CONSENSUS_TOP_CLASSES
+    ) -> C3NConsensusTopClasses:
+        """The `k` most confident visual and audio classes per row and the consensus score of each of
+        their pairs (paper Fig. 6). `(N, Nv)`, `(N, Na)` -> classes and confidences `(N, k)`, pair
+        scores `(N, k, k)` (rows: visual, columns: audio)."""
+        visual_confidence, audio_confidence, similarity = self._consensus_confidences(visual_logits, audio_logits)
+        visual_top, visual_classes = visual_confidence.topk(min(k, visual_confidence.shape[-1]), dim=-1)
+        audio_top, audio_classes = audio_confidence.topk(min(k, audio_confidence.shape[-1]), dim=-1)
+        pair_similarity = similarity[visual_classes[:, :, None], audio_classes[:, None, :]]
+        return C3NConsensusTopClasses(
+            visual_classes=visual_classes,
+            visual_confidences=visual_top,
+            audio_classes=audio_classes,
+            audio_confidences=audio_top,
+            pair_scores=visual_top[:, :, None] * pair_similarity * audio_top[:, None, :],
+        )
+
+    def _class_activated_weights(
+        self, visual_logits: torch.Tensor, unified_labels: torch.Tensor, probes: list[torch.Tensor], keep_graph: bool
+    ) -> list[torch.Tensor]:
+        """Grad-CAM channel weights per stage: the gradient of each row's unified-label logit with
+        respect to the stage's last block output, averaged over its tokens, `(N, C_k)` in float32.
+        One backward to the probes only: no parameter receives a gradient."""
+        if torch.compiler.is_exporting():
+            raise RuntimeError(EXPORT_HINT)
+        seed = F.one_hot(unified_labels, visual_logits.shape[-1]).to(visual_logits.dtype)
+        gradients = torch.autograd.grad(visual_logits, probes, grad_outputs=seed, retain_graph=keep_graph)
+        return [gradient.float().mean(dim=1) for gradient in gradients]
+
+    def _channel_spatial_attention(
+        self, stage_features: list[torch.Tensor], weights: list[torch.Tensor], batch: int, frames: int
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """CCAM: re-weight each stage `(N, C, h, w)` by `sigmoid(channel weights)`, then by its spatial
+        attention `sigmoid(channel mean)`. Returns the refined maps and the spatial maps `(B, T, h, w)`."""
+        refined, spatial_maps = [], []
+        for features, stage_weights in zip(stage_features, weights):
             if self.config.ccam_weight_normalization == "l2":
-                weights = F.normalize(weights, p=2, dim=1)
-            features = features * torch.sigmoid(weights)[:, :, None, None]
-            refined.append(features * torch.sigmoid(features.mean(dim=1, keepdim=True)))
-        return refined, raw_weights
-
-    def _encode_visual(self, pixel_values, audio_logits, compute_ccam: bool, keep_graph: bool):
-        """Backbone, visual head, consensus and (when asked) CCAM on `(N, 3, H, W)` frames."""
-        activations: list[torch.Tensor] = []
-
-        def capture(module, inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            if torch.is_grad_enabled() and not hidden.requires_grad:
-                # frozen backbone: make the block output a leaf so gradients can still reach it
-                hidden = hidden.detach().requires_grad_(True)
-                output = (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-            activations.append(hidden)
-            return output
-
-        handles = (
-            [block.register_forward_hook(capture) for block in self._stage_blocks] if compute_ccam else []
-        )
-        try:
-            stage_features = list(self.backbone(pixel_values).feature_maps)
-        finally:
-            for handle in handles:
-                handle.remove()
-        visual_logits = self.visual_classifier(stage_features[-1].mean(dim=(2, 3)))
-        if self.config.consensus_mode == "none":
-            return stage_features, visual_logits, None, None
-        unified_labels = self.cognitive_consensus(visual_logits, audio_logits)
-        if not compute_ccam:
-            return stage_features, visual_logits, unified_labels, None
-        refined, raw_weights = self._ccam(
-            stage_features, activations, visual_logits, unified_labels, keep_graph
-        )
-        return refined, visual_logits, unified_labels, raw_weights
+                stage_weights = F.normalize(stage_weights, p=2, dim=1, eps=CCAM_NORM_EPS)
+            features = features * torch.sigmoid(stage_weights).to(features.dtype)[:, :, None, None]
+            spatial, flat_spatial = _as_clip(torch.sigmoid(features.mean(dim=1)), batch, frames)
+            spatial_maps.append(spatial)
+            refined.append(features * flat_spatial[:, None])
+        return refined, spatial_maps
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -464,6 +623,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         labels: torch.Tensor | None = None,
         labeled_frames: torch.Tensor | None = None,
         frame_mask: torch.Tensor | None = None,
+        ccam_weights: tuple[torch.Tensor, ...] | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
     ) -> C3NSegmentationOutput | tuple:
         r"""
@@ -473,7 +635,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, 3, height, width)`):
-                Normalised frames.
+                Normalised frames, any floating dtype (cast to the model's).
             input_features (`torch.FloatTensor` of shape `(batch_size, num_frames, 1, 96, 64)`, *optional*):
                 VGGish log-mel examples, one per frame, for a VGGish audio encoder.
             input_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_samples)`, *optional*):
@@ -482,16 +644,34 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 One audio embedding per frame (e.g. VGGish). Not needed when `use_audio_features=False`.
             audio_logits (`torch.FloatTensor` of shape `(batch_size, num_frames, num_audio_classes)`):
                 AudioSet logits of the audio classifier per frame. Only needed by the audio-visual consensus.
-            labels (`torch.FloatTensor` of shape `(batch_size, num_frames, height, width)`, *optional*):
-                Binary ground-truth masks; gives `loss` (BCE + Dice).
+            labels (`torch.Tensor` of shape `(batch_size, num_frames, height, width)`, *optional*):
+                Binary ground-truth masks with values 0/1 (or bool); gives `loss` (BCE + Dice).
             labeled_frames (`torch.BoolTensor` of shape `(batch_size, num_frames)`, *optional*):
                 Frames that carry a label (all by default; the first frame only in S4 training).
             frame_mask (`torch.Tensor` of shape `(batch_size, num_frames)`, *optional*):
                 1 for real frames, 0 for padding (e.g. the last clip of a video): padded frames are
                 left out of the non-local fusion's keys and values and of the loss.
+            ccam_weights (`tuple(torch.FloatTensor)`, *optional*):
+                Precomputed CCAM channel weights, one `(batch_size, num_frames, C_k)` per stage (the
+                `ccam_weights` output of an earlier forward on the same frames). Given, the model takes
+                no gradient inside forward: the form of the model that `torch.export` and ONNX capture.
+                The consensus still runs and gives `unified_labels`.
+            output_hidden_states (`bool`, *optional*):
+                Return the backbone stage maps and the decoder maps (`config.output_hidden_states` by default).
+            output_attentions (`bool`, *optional*):
+                Return CCAM's spatial attention maps and the consensus's top classes
+                (`config.output_attentions` by default).
+            return_dict (`bool`, *optional*):
+                Return a [`C3NSegmentationOutput`] (default) or a plain tuple.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._check_pixel_values(pixel_values)
+        config = self.config
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        )
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        pixel_values = check_pixel_values(pixel_values, self.dtype)
+        batch, frames, _, height, width = pixel_values.shape
         raw_audio = {
             name: value
             for name, value in (("input_features", input_features), ("input_values", input_values))
@@ -509,54 +689,94 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                     f"`audio_logits`, not {sorted(raw_audio) + precomputed}"
                 )
             ((input_name, audio_inputs),) = raw_audio.items()
-            audio_embeds, audio_logits = self.encode_audio(audio_inputs, input_name, *pixel_values.shape[:2])
+            audio_embeds, audio_logits = self.encode_audio(audio_inputs, input_name, batch, frames)
         self._check_inputs(pixel_values, audio_embeds, audio_logits, labels, labeled_frames, frame_mask)
-        batch, frames, _, height, width = pixel_values.shape
+        consensus = config.consensus_mode != "none"
+        if ccam_weights is not None:
+            if not consensus:
+                raise ValueError("`ccam_weights` were given, but this config has no CCAM (consensus_mode='none')")
+            self._check_ccam_weights(ccam_weights, batch, frames)
+        take_gradient = consensus and ccam_weights is None
+        keep_graph = torch.is_grad_enabled()
+        if take_gradient and keep_graph and self.gradient_checkpointing and self.training:
+            self._check_gradient_checkpointing()
+        if take_gradient and torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "C3N computes its CCAM weights with a gradient inside forward, which torch.inference_mode() "
+                "forbids: run it under torch.no_grad() instead"
+            )
         if frame_mask is not None:
             frame_mask = frame_mask.bool()
             labeled_frames = frame_mask if labeled_frames is None else labeled_frames.bool() & frame_mask
-        flat_audio_logits = audio_logits.reshape(batch * frames, -1) if audio_logits is not None else None
-        compute_ccam = self.config.consensus_mode != "none"
-        # CCAM needs gradients even under torch.no_grad(); the graph is kept only when the caller records one.
-        keep_graph = torch.is_grad_enabled()
-        with torch.enable_grad() if compute_ccam else nullcontext():
-            stage_features, visual_logits, unified_labels, raw_weights = self._encode_visual(
-                pixel_values.reshape(batch * frames, *pixel_values.shape[2:]),
-                flat_audio_logits,
-                compute_ccam,
-                keep_graph,
-            )
+
+        # Backbone, visual head, consensus. CCAM needs gradients even under torch.no_grad(); the graph
+        # is kept only when the caller records one.
+        probes = [] if take_gradient else None
+        with torch.enable_grad() if take_gradient else nullcontext():
+            stage_features = self._run_backbone(pixel_values.flatten(0, 1), probes, keep_graph)
+            visual_logits = self.visual_classifier(stage_features[-1].mean(dim=(2, 3)))
+            flat_audio_logits = audio_logits.flatten(0, 1) if audio_logits is not None else None
+            unified_labels = self.cognitive_consensus(visual_logits, flat_audio_logits) if consensus else None
+            if take_gradient:
+                raw_weights = self._class_activated_weights(visual_logits, unified_labels, probes, keep_graph)
         if not keep_graph:
             stage_features = [features.detach() for features in stage_features]
-        logits = self._decode(
+        hidden_states = None
+        if output_hidden_states:
+            clips = [_as_clip(features, batch, frames) for features in stage_features]
+            hidden_states = tuple(clip for clip, _ in clips)
+            stage_features = [flat for _, flat in clips]
+        spatial_maps = None
+        if consensus:
+            if ccam_weights is not None:
+                raw_weights = [weights.flatten(0, 1).float() for weights in ccam_weights]
+            stage_features, spatial_maps = self._channel_spatial_attention(stage_features, raw_weights, batch, frames)
+
+        logits, decoder_hidden_states = self._decode(
             stage_features,
-            audio_embeds if self.config.use_audio_features else None,
+            audio_embeds.to(self.dtype) if config.use_audio_features else None,
             frame_mask,
             batch,
             frames,
+            output_hidden_states,
         )
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         logits = logits.view(batch, frames, 1, height, width)
         loss = self.segmentation_loss(logits, labels, labeled_frames) if labels is not None else None
 
+        top = None
+        if output_attentions and config.consensus_mode == "audio_visual":
+            top = self.consensus_top_classes(visual_logits, flat_audio_logits)
+            top = {name: value.view(batch, frames, *value.shape[1:]) for name, value in top.items()}
         output = C3NSegmentationOutput(
             loss=loss,
             logits=logits,
             unified_labels=unified_labels.view(batch, frames) if unified_labels is not None else None,
             visual_logits=visual_logits.detach().view(batch, frames, -1),
-            ccam_weights=tuple(w.view(batch, frames, -1) for w in raw_weights)
-            if raw_weights is not None
-            else None,
+            ccam_weights=tuple(w.view(batch, frames, -1) for w in raw_weights) if consensus else None,
+            hidden_states=hidden_states,
+            decoder_hidden_states=decoder_hidden_states,
+            attentions=tuple(spatial_maps) if output_attentions and spatial_maps is not None else None,
+            consensus_top_visual_classes=top["visual_classes"] if top else None,
+            consensus_top_visual_confidences=top["visual_confidences"] if top else None,
+            consensus_top_audio_classes=top["audio_classes"] if top else None,
+            consensus_top_audio_confidences=top["audio_confidences"] if top else None,
+            consensus_top_pair_scores=top["pair_scores"] if top else None,
         )
         return output if return_dict else output.to_tuple()
 
-    def _decode(self, stage_features, audio_embeds, frame_mask, batch: int, frames: int) -> torch.Tensor:
+    def _decode(
+        self, stage_features, audio_embeds, frame_mask, batch: int, frames: int, output_hidden_states: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """ASPP and audio-visual fusion per stage, the top-down decoder and the head: `(N, 1, H/2, W/2)`
+        mask logits (stride 2) and, when asked, the decoder maps."""
         fused = []
         for features, aspp, fusion in zip(stage_features, self.aspp, self.fusion):
             features = aspp(features)
             clip = features.view(batch, frames, *features.shape[1:])
             fused.append(fusion(clip, audio_embeds, frame_mask).reshape(features.shape))
+        decoder_hidden_states = [] if output_hidden_states else None
         decoded = None
         for stage in reversed(range(4)):
             target = fused[stage - 1].shape[-2:] if stage > 0 else tuple(2 * s for s in fused[0].shape[-2:])
@@ -564,21 +784,25 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 decoded = self.decoder[stage](fused[stage], None, target)
             else:
                 decoded = self.decoder[stage](decoded, fused[stage], target)
+            if decoder_hidden_states is not None:
+                clip, decoded = _as_clip(decoded, batch, frames)
+                decoder_hidden_states.append(clip)
         hidden = self.head["conv1"](decoded)
         hidden = F.interpolate(hidden, scale_factor=2, mode="bilinear", align_corners=False)
         hidden = F.relu(self.head["conv2"](hidden))
-        return self.head["classifier"](hidden)
+        logits = self.head["classifier"](hidden)
+        return logits, tuple(decoder_hidden_states) if decoder_hidden_states is not None else None
 
     @staticmethod
     def segmentation_loss(
         logits: torch.Tensor, labels: torch.Tensor, labeled_frames: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """BCE (mean over pixels) + Dice (smoothing 1, mean over frames) on the labelled frames.
+        """BCE (mean over pixels) + Dice (smoothing 1, mean over frames) on the labelled frames, in float32.
 
-        logits `(B, T, 1, H, W)`, labels `(B, T, H, W)`, labeled_frames `(B, T)` bool.
+        logits `(B, T, 1, H, W)`, labels `(B, T, H, W)` with values 0/1, labeled_frames `(B, T)` bool.
         """
-        logits = logits.squeeze(2)
-        labels = labels.to(logits.dtype)
+        logits = logits.squeeze(2).float()
+        labels = labels.float()
         if labeled_frames is not None:
             logits, labels = logits[labeled_frames.bool()], labels[labeled_frames.bool()]
         else:
