@@ -358,3 +358,38 @@ def test_avss_predict_writes_class_ids_and_a_legend(video, tmp_path):
     assert all(set(frame["labels"]) <= names for frame in summary["frames"])
     mask = np.asarray(Image.open(out / summary["frames"][0]["mask"]))
     assert mask.max() < 71
+
+
+def test_avss_converters_and_training_name_the_71_classes():
+    from avs_models.models.pcmanet.convert_pcmanet_original_to_hf import config_from_official_state_dict
+    from avs_models.training import TrainingConfig
+    from avs_models.training.trainer import build_model
+
+    official = {
+        "resnet.conv1.weight": torch.zeros(1),
+        "conv1.0.weight": torch.zeros(256, 8),
+        "avga1.seq1.0.weight": torch.zeros(8, 32),
+        "output_conv1.3.weight": torch.zeros(71, 8),
+    }
+    assert config_from_official_state_dict(official).id2label == avss_id2label()
+    official["output_conv1.3.weight"] = torch.zeros(1, 8)
+    assert config_from_official_state_dict(official).num_labels == 1
+    tiny = {
+        "backbone_config": {
+            "model_type": "resnet",
+            "embedding_size": 8,
+            "hidden_sizes": [8, 16, 24, 32],
+            "depths": [1, 1, 1, 1],
+            "out_features": ["stage1", "stage2", "stage3", "stage4"],
+        },
+        "hidden_size": 16,
+        "avga_groups": 4,
+        "qsca_num_heads": 2,
+        "qsca_head_dim": 8,
+        "qsca_pool_sizes": [4, 2, 1, 1],
+        "num_labels": 71,
+    }
+    model = build_model(TrainingConfig(subset="avss", model={"model_type": "pcmanet", "config": tiny}))
+    assert model.config.id2label[13] == "cello" and model.config.num_labels == 71
+    binary = build_model(TrainingConfig(subset="ms3", model={"model_type": "pcmanet", "config": {**tiny, "num_labels": 1}}))
+    assert binary.config.num_labels == 1
