@@ -32,7 +32,9 @@ def export_dir(raw_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     # A tiny shard size forces several shards per split.
     report = export_avsbench(raw_dir, out, max_shard_bytes=20_000, rows_per_group=1, progress=False)
-    assert report.written == {subset: {"train": 4, "validation": 1, "test": 1} for subset in ("s4", "ms3", "avss")}
+    assert report.written == {
+        subset: {"train": 4, "validation": 1, "test": 1} for subset in ("s4", "ms3", "avss")
+    }
     return out
 
 
@@ -132,6 +134,34 @@ def test_builder_generates_the_same_examples(raw_dir, tmp_path, monkeypatch):
     assert list(train[0]["mask_frame_indices"]) == [0]
     avss_info = AVSBench(config_name="avss", data_dir=str(raw_dir), cache_dir=str(tmp_path)).info
     assert "0 background (0, 0, 0)" in avss_info.description and "70 woman" in avss_info.description
+
+
+def test_builder_checks_the_files_too(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "datasets_scripts" / "avsbench"))
+    sys.modules.pop("avsbench", None)
+    from avsbench import AVSBench
+
+    from avs_models.data import AVSBenchValidationError
+
+    raw = tmp_path / "raw"
+    subset_dir = make_synthetic_avsbench(raw, "ms3", 3, seed=1, image_size=40)
+    record = AVSBenchReader(raw, "ms3").records("val")[0]
+    mask = mask_paths(subset_dir, "ms3", record)[1]
+    Image.open(mask).resize((20, 20)).save(mask)
+    builder = AVSBench(config_name="ms3", data_dir=str(raw), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(datasets.exceptions.DatasetGenerationError) as error:
+        builder.download_and_prepare()
+    assert isinstance(error.value.__cause__, AVSBenchValidationError)
+    assert error.value.__cause__.rule == "mask-size" and error.value.__cause__.path == mask
+    # A split with no videos stops the build too, instead of leaving the split out.
+    csv_path = subset_dir / "ms3_meta_data.csv"
+    csv_path.write_text(
+        "".join(line for line in csv_path.read_text().splitlines(True) if ",test" not in line)
+    )
+    with pytest.raises(AVSBenchValidationError, match="lists no usable videos for split 'test'"):
+        AVSBench(
+            config_name="ms3", data_dir=str(raw), cache_dir=str(tmp_path / "cache2")
+        ).download_and_prepare()
 
 
 def test_generator_is_deterministic(tmp_path):

@@ -8,8 +8,9 @@
     test = builder.as_dataset(split="test")
 
 or export Parquet once (`avs-models prepare-avsbench RAW_DIR OUT_DIR`) and call
-`datasets.load_dataset(OUT_DIR, "s4")`. The reading logic (layout, decoding, error messages)
-lives in `avs_models.data.avsbench`; this module only wires it to `datasets`.
+`datasets.load_dataset(OUT_DIR, "s4")`. The reading logic (layout, decoding, the checks of
+every file and their error messages) lives in `avs_models.data.avsbench`; this module only
+wires it to `datasets`.
 """
 
 from __future__ import annotations
@@ -76,11 +77,9 @@ class AVSBench(datasets.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        reader = self._reader()
+        self._reader().require_every_split()
         return [
-            datasets.SplitGenerator(name=_SPLIT_NAMES[split], gen_kwargs={"split": split})
-            for split in SPLITS
-            if reader.records(split)
+            datasets.SplitGenerator(name=_SPLIT_NAMES[split], gen_kwargs={"split": split}) for split in SPLITS
         ]
 
     def _generate_examples(self, split: str):

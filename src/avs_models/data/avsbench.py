@@ -435,6 +435,16 @@ class AVSBenchReader:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return [record for record in self._records if record.split == split]
 
+    def require_every_split(self) -> None:
+        """Raise `AVSBenchValidationError` (rule "empty-split") if train, val or test has no usable video."""
+        for split in SPLITS:
+            if not self.records(split):
+                raise AVSBenchValidationError(
+                    f"lists no usable videos for split {split!r} (AVSBench has train, val and test)",
+                    rule="empty-split",
+                    path=metadata_path(self.subset_dir, self.subset),
+                )
+
     def unlisted_videos(self) -> list[str]:
         """Video folders on disk that no metadata row names, relative as in `relative_path`.
 

@@ -217,13 +217,7 @@ def _export_subset(
             load_official_log_mel=load_official_log_mel and subset != "avss",
         )
         csv_path = metadata_path(reader.subset_dir, subset)
-        for split in SPLITS:
-            if not reader.records(split):
-                raise AVSBenchValidationError(
-                    f"lists no usable videos for split {split!r} (AVSBench has train, val and test)",
-                    rule="empty-split",
-                    path=csv_path,
-                )
+        reader.require_every_split()
         written = {}
         for split in SPLITS:
             count = _write_split(reader, split, folder, max_shard_bytes, rows_per_group, progress)
