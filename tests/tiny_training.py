@@ -1,4 +1,4 @@
-"""Tiny PCMANet and C3N configs (backbones and VGGish shrunk) for training, evaluation and demo tests."""
+"""Tiny PCMANet, C3N and AVSegFormer configs (backbones and VGGish shrunk) for training, evaluation and demo tests."""
 
 TINY_MODEL = {
     "model_type": "pcmanet",
@@ -48,5 +48,29 @@ TINY_C3N = {
         "num_visual_classes": 6,
         "num_audio_classes": 5,
         "audio_embed_dim": 8,
+    },
+}
+
+TINY_AVSEGFORMER = {
+    "model_type": "avsegformer",
+    "config": {
+        "backbone_config": TINY_MODEL["config"]["backbone_config"],
+        "audio_config": TINY_MODEL["config"]["audio_config"],
+        "hidden_size": 16,
+        "num_queries": 6,
+        "query_generator_layers": 1,
+        "query_generator_attention_heads": 2,
+        "query_generator_ffn_dim": 32,
+        "encoder_layers": 2,
+        "encoder_attention_heads": 2,
+        "encoder_n_points": 2,
+        "encoder_ffn_dim": 32,
+        "decoder_layers": 2,
+        "decoder_attention_heads": 2,
+        "decoder_ffn_dim": 32,
+        "mixer_attention_heads": 2,
+        "mask_mlp_hidden_size": 16,
+        "head_hidden_sizes": [8, 4],
+        "group_norm_groups": 4,
     },
 }

@@ -14,6 +14,11 @@ from transformers import (
 )
 
 from .models.auto import AutoModelForAudioVisualSegmentation
+from .models.avsegformer import (
+    AVSegFormerConfig,
+    AVSegFormerForAudioVisualSegmentation,
+    AVSegFormerSegmentationOutput,
+)
 from .models.beats import BeatsConfig, BeatsFeatureExtractor, BeatsForAudioClassification, BeatsModel
 from .models.c3n import C3NConfig, C3NForAudioVisualSegmentation
 from .models.panns import PannsConfig, PannsFeatureExtractor, PannsForAudioClassification, PannsModel
@@ -46,6 +51,10 @@ _register(PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetForAudioVisua
 
 _register(C3NConfig, C3NForAudioVisualSegmentation, C3NForAudioVisualSegmentation)
 
+_register(AVSegFormerConfig, AVSegFormerForAudioVisualSegmentation, AVSegFormerForAudioVisualSegmentation)
+AutoImageProcessor.register(AVSegFormerConfig, AudioVisualImageProcessor, exist_ok=True)
+AutoProcessor.register(AVSegFormerConfig, AudioVisualProcessor, exist_ok=True)
+
 _register(TPAVIConfig, TPAVIForAudioVisualSegmentation, TPAVIForAudioVisualSegmentation)
 
 for _config_class in (PCMANetConfig, C3NConfig, TPAVIConfig):
@@ -54,6 +63,9 @@ for _config_class in (PCMANetConfig, C3NConfig, TPAVIConfig):
 register_pipeline()  # pipeline("audio-visual-segmentation", ...)
 
 __all__ = [
+    "AVSegFormerConfig",
+    "AVSegFormerForAudioVisualSegmentation",
+    "AVSegFormerSegmentationOutput",
     "AudioVisualImageProcessor",
     "AudioVisualProcessor",
     "AutoModelForAudioVisualSegmentation",
