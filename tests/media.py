@@ -40,7 +40,7 @@ def tone(
 def beeps(seconds: float, rate: int, beep_times: tuple[float, ...], start: float = 0.0) -> np.ndarray:
     """Silence with a 1 kHz beep from `t + 0.2` to `t + 0.8` s for each container time `t` in
     `beep_times`, for a stream whose first sample plays at container time `start`."""
-    wave = np.zeros(int(round(seconds * rate)), dtype=np.float32)
+    wave = np.zeros(round(seconds * rate), dtype=np.float32)
     for time in beep_times:
         first, last = (round((time + offset - start) * rate) for offset in (0.2, 0.8))
         first, last = max(first, 0), min(last, len(wave))
@@ -132,7 +132,11 @@ def _write_audio(container, stream, wave: np.ndarray, rate: int, channels: int, 
 
 
 def write_frames_and_wav(
-    folder: Path, seconds: int, rate: int = 16000, size: tuple[int, int] = (40, 30), audio: np.ndarray | None = None
+    folder: Path,
+    seconds: int,
+    rate: int = 16000,
+    size: tuple[int, int] = (40, 30),
+    audio: np.ndarray | None = None,
 ) -> tuple[Path, Path]:
     """A folder of `seconds` PNG frames (named 1.png, 2.png, ..., 10.png) and a matching wav."""
     frames_dir = folder / "frames"

@@ -37,10 +37,16 @@ def assert_one_line_error(code: int, err: str, command: str, *fragments: str) ->
     ("make_input", "fragments"),
     [
         (lambda d: d / "missing.mp4", ["input not found", "missing.mp4"]),
-        (lambda d: (d / "notes.mp4").write_text("not a video") and d / "notes.mp4", ["cannot read video file", "notes.mp4"]),
+        (
+            lambda d: (d / "notes.mp4").write_text("not a video") and d / "notes.mp4",
+            ["cannot read video file", "notes.mp4"],
+        ),
         (lambda d: write_video(d / "mute.mp4", seconds=2, with_audio=False), ["mute.mp4 has no audio track"]),
         (lambda d: write_video(d / "short.mp4", seconds=0.25), ["short.mp4 is too short", "at least 0.5 s"]),
-        (lambda d: write_video(d / "sound.mp4", seconds=2, with_video=False), ["sound.mp4 has no video stream"]),
+        (
+            lambda d: write_video(d / "sound.mp4", seconds=2, with_video=False),
+            ["sound.mp4 has no video stream"],
+        ),
         (lambda d: write_frames_and_wav(d, seconds=2)[0], ["is a folder of frames", "--audio FILE"]),
     ],
 )
@@ -73,10 +79,14 @@ def test_audio_option_errors(tmp_path, capsys, model_dir):
     frames_dir, wav = write_frames_and_wav(tmp_path, seconds=2)
     code, err = run_cli(capsys, "predict", model_dir, video, "--audio", wav, "--out", tmp_path / "out")
     assert_one_line_error(code, err, "predict", "--audio goes with a frames folder", "clip.mp4")
-    code, err = run_cli(capsys, "predict", model_dir, frames_dir, "--audio", tmp_path / "none.wav", "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "predict", model_dir, frames_dir, "--audio", tmp_path / "none.wav", "--out", tmp_path / "o"
+    )
     assert_one_line_error(code, err, "predict", "audio file not found", "none.wav")
     (tmp_path / "bad.wav").write_text("not a sound")
-    code, err = run_cli(capsys, "predict", model_dir, frames_dir, "--audio", tmp_path / "bad.wav", "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "predict", model_dir, frames_dir, "--audio", tmp_path / "bad.wav", "--out", tmp_path / "o"
+    )
     assert_one_line_error(code, err, "predict", "cannot read audio file", "bad.wav")
 
 
@@ -101,7 +111,16 @@ def test_option_values_are_validated(tmp_path, capsys, option, value, fragment):
 
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(FileNotFoundError, match="model folder not found"):
-        main(["predict", str(tmp_path / "nowhere"), str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o"), "--debug"])
+        main(
+            [
+                "predict",
+                str(tmp_path / "nowhere"),
+                str(tmp_path / "v.mp4"),
+                "--out",
+                str(tmp_path / "o"),
+                "--debug",
+            ]
+        )
 
 
 @pytest.mark.parametrize(
@@ -123,24 +142,42 @@ def test_version_and_help_of_every_command(capsys):
     assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("avs-models ")
     parser = build_parser()
     subparsers = next(action for action in parser._actions if action.choices and "predict" in action.choices)
-    assert set(subparsers.choices) >= {"predict", "evaluate", "train", "demo", "make-synthetic", "prepare-avsbench"}
+    assert set(subparsers.choices) >= {
+        "predict",
+        "evaluate",
+        "train",
+        "demo",
+        "make-synthetic",
+        "prepare-avsbench",
+    }
     helps = {action.dest: action.help for action in subparsers._choices_actions}
     for name, subparser in subparsers.choices.items():
         assert helps.get(name), f"`avs-models {name}` has no one-line help"
         assert subparser.description, f"`avs-models {name}` has no description"
         for action in subparser._actions:
-            assert action.help, f"`avs-models {name}` option {action.option_strings or action.dest} has no help"
+            assert action.help, (
+                f"`avs-models {name}` option {action.option_strings or action.dest} has no help"
+            )
 
 
-@pytest.mark.skipif(shutil.which("avs-models") is None, reason="the avs-models console script is not installed")
+@pytest.mark.skipif(
+    shutil.which("avs-models") is None, reason="the avs-models console script is not installed"
+)
 def test_installed_command_prints_no_traceback(tmp_path):
     result = subprocess.run(
-        ["avs-models", "predict", "/nonexistent-model", "/nonexistent-video.mp4", "--out", str(tmp_path / "X")],
+        [
+            "avs-models",
+            "predict",
+            "/nonexistent-model",
+            "/nonexistent-video.mp4",
+            "--out",
+            str(tmp_path / "X"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "avs-models predict: error: model folder not found: /nonexistent-model" in result.stderr
-

@@ -19,8 +19,8 @@ from avs_models import (
 )
 from avs_models.cli import main as cli_main
 from avs_models.data.avss_classes import avss_id2label, avss_palette
-from avs_models.models.beats import BeatsFeatureExtractor
 from avs_models.models.backbones import pvt_v2_b5_backbone_config, resnet50_backbone_config
+from avs_models.models.beats import BeatsFeatureExtractor
 from avs_models.models.panns import PannsFeatureExtractor
 from avs_models.models.vggish import VGGishFeatureExtractor
 from avs_models.processing import (
@@ -194,7 +194,12 @@ TINY_BEATS = {
     "relative_position_max_distance": 32,
     "num_labels": 5,
 }
-TINY_PANNS = {"model_type": "panns_cnn14", "block_channels": [4, 4, 4, 4, 4, 8], "embedding_size": 8, "num_labels": 5}
+TINY_PANNS = {
+    "model_type": "panns_cnn14",
+    "block_channels": [4, 4, 4, 4, 4, 8],
+    "embedding_size": 8,
+    "num_labels": 5,
+}
 C3N_AUDIO_ENCODERS = {
     "vggish": (TINY_VGGISH_AUDIOSET, VGGishFeatureExtractor, 8, "input_features"),
     "panns": (TINY_PANNS, PannsFeatureExtractor, 8, "input_values"),
@@ -296,7 +301,9 @@ def test_gif_and_mp4_with_audio(tmp_path):
 )
 def test_predict_keeps_the_videos_own_audio(tmp_path, suffix, rate, channels, codec):
     save_tiny_pcmanet(tmp_path / "model")
-    video = write_video(tmp_path / f"clip{suffix}", seconds=3, fps=2, size=(36, 44), audio_rate=rate, channels=channels)
+    video = write_video(
+        tmp_path / f"clip{suffix}", seconds=3, fps=2, size=(36, 44), audio_rate=rate, channels=channels
+    )
     out = tmp_path / "out"
     assert cli_main(["predict", str(tmp_path / "model"), str(video), "--out", str(out)]) == 0
     with av.open(str(out / "overlay.mp4")) as container:
@@ -329,18 +336,27 @@ def test_predict_rotated_video_and_side_by_side(tmp_path):
     save_tiny_pcmanet(tmp_path / "model")
     video = write_video(tmp_path / "phone.mp4", seconds=2, size=(36, 44), rotation=90, marker=True)
     out = tmp_path / "out"
-    assert cli_main(["predict", str(tmp_path / "model"), str(video), "--out", str(out), "--side-by-side"]) == 0
+    assert (
+        cli_main(["predict", str(tmp_path / "model"), str(video), "--out", str(out), "--side-by-side"]) == 0
+    )
     assert Image.open(out / "masks" / "mask_0000.png").size == (36, 44)  # upright: 44 high, 36 wide
     strip = np.asarray(Image.open(out / "overlays" / "frame_0001.png"))
     assert strip.shape == (44, 2 * 36 + 4, 3)
-    assert strip[-6:, :6].mean() > 200 and strip[:6, :6].mean() < 150  # the frame, turned as a player shows it
+    assert (
+        strip[-6:, :6].mean() > 200 and strip[:6, :6].mean() < 150
+    )  # the frame, turned as a player shows it
 
 
 def test_predict_frames_folder_with_audio(tmp_path):
     save_tiny_pcmanet(tmp_path / "model")
     frames_dir, wav = write_frames_and_wav(tmp_path, seconds=3, rate=8000)
     out = tmp_path / "out"
-    assert cli_main(["predict", str(tmp_path / "model"), str(frames_dir), "--audio", str(wav), "--out", str(out)]) == 0
+    assert (
+        cli_main(
+            ["predict", str(tmp_path / "model"), str(frames_dir), "--audio", str(wav), "--out", str(out)]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_frames"] == 3 and summary["audio"] == str(wav)
     assert [frame["time"] for frame in summary["frames"]] == [1.0, 2.0, 3.0]
@@ -391,5 +407,7 @@ def test_avss_converters_and_training_name_the_71_classes():
     }
     model = build_model(TrainingConfig(subset="avss", model={"model_type": "pcmanet", "config": tiny}))
     assert model.config.id2label[13] == "cello" and model.config.num_labels == 71
-    binary = build_model(TrainingConfig(subset="ms3", model={"model_type": "pcmanet", "config": {**tiny, "num_labels": 1}}))
+    binary = build_model(
+        TrainingConfig(subset="ms3", model={"model_type": "pcmanet", "config": {**tiny, "num_labels": 1}})
+    )
     assert binary.config.num_labels == 1

@@ -30,10 +30,14 @@ def test_log_mel_matches_the_reference_pipeline_in_every_band(rate):
     assert ours.shape == reference.shape
     per_band = np.abs(ours - reference).max(axis=0)
     assert per_band.shape == (64,)
-    assert per_band.max() < REFERENCE_TOLERANCE, f"largest difference {per_band.max():.4f} in band {per_band.argmax()}"
+    assert per_band.max() < REFERENCE_TOLERANCE, (
+        f"largest difference {per_band.max():.4f} in band {per_band.argmax()}"
+    )
     # The features the model sees (examples of 96 frames) agree as well.
     ours_examples = extractor(waveform, sampling_rate=rate)["input_features"]
-    reference_examples = extractor(resampy.resample(waveform, rate, 16000), sampling_rate=16000)["input_features"]
+    reference_examples = extractor(resampy.resample(waveform, rate, 16000), sampling_rate=16000)[
+        "input_features"
+    ]
     np.testing.assert_allclose(ours_examples, reference_examples, atol=REFERENCE_TOLERANCE)
 
 

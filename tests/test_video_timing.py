@@ -56,7 +56,9 @@ def test_audio_starting_late_is_paired_by_timestamps(tmp_path, caplog):
 
 def test_video_starting_late_counts_seconds_from_its_first_frame(tmp_path):
     # Video from 1.5 s to 6.5 s, audio from 0: second k spans [1.5 + k, 2.5 + k); the beep plays in second 2.
-    video = write_video(tmp_path / "late_video.mp4", seconds=5, fps=4, video_start=1.5, audio=beeps(6.5, 22050, (3.5,)))
+    video = write_video(
+        tmp_path / "late_video.mp4", seconds=5, fps=4, video_start=1.5, audio=beeps(6.5, 22050, (3.5,))
+    )
     clip = read_video(video)
     assert len(clip.frames) == 5 and clip.start_time == pytest.approx(1.5)
     assert clip.frame_times == pytest.approx([1.5 + k + 0.75 for k in range(5)])
@@ -121,7 +123,9 @@ def test_other_containers(tmp_path, suffix):
 
 
 def test_windows_equal_the_whole_clip(tmp_path):
-    video = write_video(tmp_path / "long.mp4", seconds=13, fps=3, audio_rate=44100, audio=beeps(13, 44100, (4, 11)))
+    video = write_video(
+        tmp_path / "long.mp4", seconds=13, fps=3, audio_rate=44100, audio=beeps(13, 44100, (4, 11))
+    )
     whole = read_video(video)
     windows = list(VideoReader(video).windows(seconds_per_window=4))
     assert [len(window.frames) for window in windows] == [4, 4, 4, 1]
@@ -148,7 +152,10 @@ def test_frames_folder_and_wav_follow_the_same_rule(tmp_path):
     [
         (lambda d: write_video(d / "mute.mp4", seconds=2, with_audio=False), "has no audio track"),
         (lambda d: write_video(d / "sound.mp4", seconds=2, with_video=False), "has no video stream"),
-        (lambda d: (d / "notes.mp4").write_bytes(b"not a video at all" * 20) and d / "notes.mp4", "cannot read video file"),
+        (
+            lambda d: (d / "notes.mp4").write_bytes(b"not a video at all" * 20) and d / "notes.mp4",
+            "cannot read video file",
+        ),
         (lambda d: d / "missing.mp4", "video file not found"),
         (lambda d: d, "is a folder, not a video file"),
     ],

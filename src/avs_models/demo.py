@@ -95,7 +95,11 @@ def write_overlays(model, data_dir: Path, subset: str, image_size: int, out_dir:
     paths = []
     variants = (
         ("own_audio", split, f"predicted with its own audio ({example['video_id']})"),
-        ("other_audio", PerturbedSplit(split, swap_audio=True), f"predicted with the audio of {other['video_id']}"),
+        (
+            "other_audio",
+            PerturbedSplit(split, swap_audio=True),
+            f"predicted with the audio of {other['video_id']}",
+        ),
     )
     for name, variant, text in variants:
         masks = predict_masks(model, collator([variant[0]]))[0].numpy()[: len(frames)]
@@ -105,7 +109,9 @@ def write_overlays(model, data_dir: Path, subset: str, image_size: int, out_dir:
         paths.append(path)
         rows.append(row)
     width = max(row.shape[1] for row in rows)
-    figure = np.concatenate([np.pad(row, ((0, 8), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows])
+    figure = np.concatenate(
+        [np.pad(row, ((0, 8), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
+    )
     Image.fromarray(figure).save(out_dir / "overlay_example.png")
     return paths
 

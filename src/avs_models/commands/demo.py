@@ -13,9 +13,15 @@ def add_parser(subparsers) -> None:
             "and draws the overlays of a held-out clip both ways."
         ),
     )
-    parser.add_argument("--output", default="avs-demo", help="folder for the data, the model and the overlays")
-    parser.add_argument("--subset", choices=("s4", "ms3"), default="ms3", help="synthetic subset (default ms3)")
-    parser.add_argument("--num-videos", type=int, default=60, help="synthetic clips to make, at least 10 (default 60)")
+    parser.add_argument(
+        "--output", default="avs-demo", help="folder for the data, the model and the overlays"
+    )
+    parser.add_argument(
+        "--subset", choices=("s4", "ms3"), default="ms3", help="synthetic subset (default ms3)"
+    )
+    parser.add_argument(
+        "--num-videos", type=int, default=60, help="synthetic clips to make, at least 10 (default 60)"
+    )
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     parser.add_argument("--image-size", type=int, default=64, help="frame side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")

@@ -47,18 +47,29 @@ def add_parser(subparsers) -> None:
             "summary.json. The video is decoded once and written as it goes, so any length fits in memory."
         ),
     )
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by save_pretrained (or training)")
     parser.add_argument(
-        "input", metavar="INPUT", help="a video file with an audio track, or a folder of frames (with --audio)"
+        "model_dir", metavar="MODEL_DIR", help="a folder written by save_pretrained (or training)"
+    )
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        help="a video file with an audio track, or a folder of frames (with --audio)",
     )
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder (created if missing)")
     parser.add_argument(
-        "--audio", metavar="FILE", help="sound file (wav, flac) going with a frames folder; videos use their own"
+        "--audio",
+        metavar="FILE",
+        help="sound file (wav, flac) going with a frames folder; videos use their own",
     )
     parser.add_argument(
-        "--threshold", type=probability, default=0.5, help="probability threshold of binary models, in (0, 1) (default 0.5)"
+        "--threshold",
+        type=probability,
+        default=0.5,
+        help="probability threshold of binary models, in (0, 1) (default 0.5)",
     )
-    parser.add_argument("--alpha", type=opacity, default=0.5, help="overlay fill opacity, in [0, 1] (default 0.5)")
+    parser.add_argument(
+        "--alpha", type=opacity, default=0.5, help="overlay fill opacity, in [0, 1] (default 0.5)"
+    )
     parser.add_argument(
         "--batch-size", type=positive_int, default=4, help="clips per forward pass (default 4)"
     )
@@ -81,9 +92,13 @@ def _check_inputs(model_dir: Path, source: Path, audio: Path | None) -> None:
                 f"{source} is a folder of frames: pass its sound with --audio FILE (videos carry their own)"
             )
     elif not source.exists():
-        raise FileNotFoundError(f"input not found: {source} (pass a video file, or a frames folder with --audio)")
+        raise FileNotFoundError(
+            f"input not found: {source} (pass a video file, or a frames folder with --audio)"
+        )
     elif audio is not None:
-        raise ValueError(f"--audio goes with a frames folder; the video {source} is used with its own audio track")
+        raise ValueError(
+            f"--audio goes with a frames folder; the video {source} is used with its own audio track"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
 
     def write(index: int, second: dict) -> None:
         mask, frame = second["mask"], second["frame"]
-        Image.fromarray(mask if semantic else (mask * 255).astype(np.uint8)).save(masks_dir / f"mask_{index:04d}.png")
+        Image.fromarray(mask if semantic else (mask * 255).astype(np.uint8)).save(
+            masks_dir / f"mask_{index:04d}.png"
+        )
         overlay = overlay_mask(frame, mask, alpha=args.alpha, palette=palette)
         if semantic:
             overlay = draw_legend(overlay, legend_entries(mask, id2label, palette))

@@ -15,9 +15,9 @@ the whole waveform's: the video reader resamples long audio window by window.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -46,7 +46,9 @@ def _polyphase_filter(up: int, down: int) -> np.ndarray:
     # Time in samples of the lower of the two rates, the unit of the sinc's zero crossings.
     time = np.arange(-ZERO_CROSSINGS * taps_per_crossing, ZERO_CROSSINGS * taps_per_crossing + 1)
     time = time / taps_per_crossing
-    taper = i0(KAISER_BETA * np.sqrt(np.clip(1.0 - (time / ZERO_CROSSINGS) ** 2, 0.0, None))) / i0(KAISER_BETA)
+    taper = i0(KAISER_BETA * np.sqrt(np.clip(1.0 - (time / ZERO_CROSSINGS) ** 2, 0.0, None))) / i0(
+        KAISER_BETA
+    )
     return ROLLOFF * np.sinc(ROLLOFF * time) * taper / taps_per_crossing
 
 

@@ -73,7 +73,11 @@ class AudioVisualSegmentationPipeline(ChunkPipeline):
         if return_frames is not None:
             preprocess_params["return_frames"] = bool(return_frames)
         if threshold is not None:
-            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            if (
+                isinstance(threshold, bool)
+                or not isinstance(threshold, (int, float))
+                or not 0 < threshold < 1
+            ):
                 raise ValueError(f"`threshold` must be a probability in (0, 1), got {threshold!r}")
             forward_params["threshold"] = float(threshold)
         return preprocess_params, forward_params, {}
@@ -166,14 +170,20 @@ class AudioVisualSegmentationPipeline(ChunkPipeline):
         # extractor padding: every clip of a processor has the same shape).
         dataset = PipelineChunkIterator(inputs, self.preprocess, preprocess_params)
         collate_fn = no_collate_fn if batch_size == 1 else collate_clips
-        dataloader = DataLoader(dataset, num_workers=min(num_workers, 1), batch_size=batch_size, collate_fn=collate_fn)
-        model_iterator = PipelinePackIterator(dataloader, self.forward, forward_params, loader_batch_size=batch_size)
+        dataloader = DataLoader(
+            dataset, num_workers=min(num_workers, 1), batch_size=batch_size, collate_fn=collate_fn
+        )
+        model_iterator = PipelinePackIterator(
+            dataloader, self.forward, forward_params, loader_batch_size=batch_size
+        )
         return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
     def stream(self, inputs, *, batch_size: int | None = None, **kwargs) -> Iterator[dict]:
         """Segment one input second by second: yields the same dicts as `__call__`, as soon as each
         batch of clips is through the model, so memory stays flat however long the video is."""
-        batch_size = validated_count("batch_size", batch_size if batch_size is not None else self._batch_size or 1)
+        batch_size = validated_count(
+            "batch_size", batch_size if batch_size is not None else self._batch_size or 1
+        )
         preprocess_params, forward_params, _ = self._sanitize_parameters(**kwargs)
         preprocess_params = {**self._preprocess_params, **preprocess_params}
         forward_params = {**self._forward_params, **forward_params}

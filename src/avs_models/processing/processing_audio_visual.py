@@ -121,7 +121,9 @@ class AudioVisualProcessor(ProcessorMixin):
         if video is not None:
             self._check_single_input(video, frames, audio, sampling_rate, frames_dir, audio_path)
             return self._make_clips(read_video(video, self.frame_time, self.feature_extractor.sampling_rate))
-        return self._make_clips(self._load_frames_and_audio(frames, audio, sampling_rate, frames_dir, audio_path))
+        return self._make_clips(
+            self._load_frames_and_audio(frames, audio, sampling_rate, frames_dir, audio_path)
+        )
 
     def iter_clips(
         self,
@@ -150,7 +152,11 @@ class AudioVisualProcessor(ProcessorMixin):
         if video is not None:
             self._check_single_input(video, **inputs)
             reader = VideoReader(video, self.frame_time, self.feature_extractor.sampling_rate)
-            windows, total, name = reader.windows(seconds_per_window), reader.estimated_seconds, Path(video).name
+            windows, total, name = (
+                reader.windows(seconds_per_window),
+                reader.estimated_seconds,
+                Path(video).name,
+            )
         else:
             clip = self._load_frames_and_audio(**inputs)
             windows, total, name = self._split(clip, seconds_per_window), len(clip.frames), "frames"
@@ -158,7 +164,11 @@ class AudioVisualProcessor(ProcessorMixin):
             show_progress = total is not None and total > progress_after_seconds
         with tqdm(total=total, desc=name, unit="s", disable=not show_progress) as progress:
             for window in windows:
-                if window.first_second > 0 and not self.pad_last_clip and len(window.frames) < self.num_frames:
+                if (
+                    window.first_second > 0
+                    and not self.pad_last_clip
+                    and len(window.frames) < self.num_frames
+                ):
                     break  # the incomplete last clip is dropped
                 clips = self._make_clips(window)
                 clips["first_second"] = window.first_second
@@ -184,10 +194,17 @@ class AudioVisualProcessor(ProcessorMixin):
             )
 
     @staticmethod
-    def _check_single_input(video, frames=None, audio=None, sampling_rate=None, frames_dir=None, audio_path=None):
+    def _check_single_input(
+        video, frames=None, audio=None, sampling_rate=None, frames_dir=None, audio_path=None
+    ):
         given = sorted(
             name
-            for name, value in (("frames", frames), ("frames_dir", frames_dir), ("audio", audio), ("audio_path", audio_path))
+            for name, value in (
+                ("frames", frames),
+                ("frames_dir", frames_dir),
+                ("audio", audio),
+                ("audio_path", audio_path),
+            )
             if value is not None
         )
         if given:
@@ -344,7 +361,9 @@ class AudioVisualProcessor(ProcessorMixin):
                 frame_logits = logits[clip_index, frame_index].detach().float()[None]
                 if original_sizes is not None:
                     size = tuple(int(v) for v in original_sizes[clip_index, frame_index])
-                    frame_logits = F.interpolate(frame_logits, size=size, mode="bilinear", align_corners=False)
+                    frame_logits = F.interpolate(
+                        frame_logits, size=size, mode="bilinear", align_corners=False
+                    )
                 if semantic:
                     mask = frame_logits[0].argmax(dim=0)
                 else:

@@ -75,7 +75,9 @@ class DecodedClip:
 
 def _open(path: Path) -> av.container.InputContainer:
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not a video file: pass a video, or a frames folder with --audio")
+        raise IsADirectoryError(
+            f"{path} is a folder, not a video file: pass a video, or a frames folder with --audio"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path} (check the path)")
     try:
@@ -163,7 +165,10 @@ class _SecondSampler:
     def add(self, frame: av.VideoFrame, time: float) -> None:
         if self.first_time is None:
             self.first_time = time
-        while self.shown is not None and time >= self.first_time + self.next_second + self.frame_time - _TIME_EPSILON:
+        while (
+            self.shown is not None
+            and time >= self.first_time + self.next_second + self.frame_time - _TIME_EPSILON
+        ):
             self._choose()
         if self.shown is not None and time > self.shown_time:
             self.last_interval = time - self.shown_time
@@ -273,7 +278,9 @@ class VideoReader:
             raise ValueError(f"{self.path} has an audio track without any decodable sound")
         video_duration = sampler.end_time - sampler.first_time
         while emitted < total:
-            window = self._window(sampler, audio, emitted, min(seconds_per_window, total - emitted), video_duration)
+            window = self._window(
+                sampler, audio, emitted, min(seconds_per_window, total - emitted), video_duration
+            )
             covered += window.audio_seconds
             emitted += len(window.frames)
             yield window
@@ -296,7 +303,12 @@ class VideoReader:
         return audio.start_time + audio.num_samples / audio.rate >= stop_time
 
     def _window(
-        self, sampler: _SecondSampler, audio: _AudioBuffer, first: int, count: int, video_duration: float | None
+        self,
+        sampler: _SecondSampler,
+        audio: _AudioBuffer,
+        first: int,
+        count: int,
+        video_duration: float | None,
     ) -> DecodedClip:
         chosen, sampler.chosen = sampler.chosen[:count], sampler.chosen[count:]
         window_start = sampler.first_time + first
@@ -309,7 +321,9 @@ class VideoReader:
                 audio.read, start, count * self.sampling_rate, audio.rate, self.sampling_rate
             ).astype(np.float32)
             stream_end = audio.start_time + audio.num_samples / audio.rate
-            audio_seconds = max(0.0, min(stream_end, window_start + count) - max(audio.start_time, window_start))
+            audio_seconds = max(
+                0.0, min(stream_end, window_start + count) - max(audio.start_time, window_start)
+            )
             next_start = audio.start_time + (start + count * self.sampling_rate) / self.sampling_rate
             audio.discard_before(math.floor((next_start - audio.start_time) * audio.rate) - audio.rate // 10)
         return DecodedClip(

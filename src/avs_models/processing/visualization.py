@@ -77,7 +77,9 @@ def overlay_mask(
         edges[:-1, :] |= mask[:-1, :] != mask[1:, :]
         width = _outline_width(*mask.shape)
         overlay[binary_dilation(edges, iterations=width)] = _OUTLINE_OUTER
-        overlay[binary_dilation(edges, iterations=max(1, width // 2)) if width > 1 else edges] = _OUTLINE_INNER
+        overlay[binary_dilation(edges, iterations=max(1, width // 2)) if width > 1 else edges] = (
+            _OUTLINE_INNER
+        )
     return overlay
 
 
@@ -101,12 +103,16 @@ def draw_legend(image: np.ndarray, entries: list[tuple[str, tuple[int, int, int]
     draw.rectangle((0, 0, box_width, box_height), fill=(0, 0, 0, 160))
     for row, (name, colour) in enumerate(entries):
         top = pad + row * (size + pad)
-        draw.rectangle((pad, top, pad + size, top + size), fill=tuple(int(c) for c in colour) + (255,), outline="white")
+        draw.rectangle(
+            (pad, top, pad + size, top + size), fill=tuple(int(c) for c in colour) + (255,), outline="white"
+        )
         draw.text((pad * 2 + size, top), name, fill="white", font=font)
     return np.asarray(Image.alpha_composite(picture, layer).convert("RGB"))
 
 
-def legend_entries(mask: np.ndarray, id2label: dict[int, str], palette: np.ndarray) -> list[tuple[str, tuple]]:
+def legend_entries(
+    mask: np.ndarray, id2label: dict[int, str], palette: np.ndarray
+) -> list[tuple[str, tuple]]:
     """(name, colour) of each class present in a class map, background excluded."""
     return [
         (id2label.get(int(class_id), str(int(class_id))), tuple(palette[int(class_id)]))
@@ -321,7 +327,9 @@ def _reencoded(source, in_stream, out_stream, start_time: float):
 
 
 def _audio_frame(planar: np.ndarray, stream, first_sample: int) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar, dtype=np.float32), format="fltp", layout=stream.layout.name)
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(planar, dtype=np.float32), format="fltp", layout=stream.layout.name
+    )
     frame.sample_rate, frame.pts, frame.time_base = stream.rate, first_sample, Fraction(1, stream.rate)
     return frame
 
@@ -338,7 +346,10 @@ def _encoded_waveform(output, waveform: np.ndarray, sampling_rate: int) -> _Audi
         chunk = 1024
         planar = samples.T
         for start in range(0, planar.shape[1], chunk):
-            yield start / sampling_rate, stream.encode(_audio_frame(planar[:, start : start + chunk], stream, start))
+            yield (
+                start / sampling_rate,
+                stream.encode(_audio_frame(planar[:, start : start + chunk], stream, start)),
+            )
         yield planar.shape[1] / sampling_rate, stream.encode(None)
 
     return _AudioPackets(output, packets())
