@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from media import write_video
 from tiny_training import TINY_AVSEGFORMER
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, pipeline
@@ -20,6 +21,7 @@ from avs_models import (
     AVSegFormerForAudioVisualSegmentation,
     VGGishConfig,
 )
+from avs_models.data import make_synthetic_avsbench
 from avs_models.models.avsegformer.convert_avsegformer_original_to_hf import (
     config_from_official_state_dict,
     convert_state_dict,
@@ -27,6 +29,7 @@ from avs_models.models.avsegformer.convert_avsegformer_original_to_hf import (
 )
 from avs_models.models.backbones import resnet50_backbone_config
 from avs_models.models.vggish import VGGishFeatureExtractor
+from avs_models.training import Trainer, load_training_config
 
 
 def tiny_config(with_audio_encoder: bool = False, **overrides) -> AVSegFormerConfig:
@@ -444,6 +447,65 @@ def test_conversion_errors_name_the_key_or_the_file(tmp_path):
         load_official_state_dict(tmp_path / "bad.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_official_state_dict(tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize(
+    "preset, subset, batch, epochs, image_size, num_labels",
+    [
+        ("avsegformer_s4", "s4", 2, 30, 512, 1),
+        ("avsegformer_ms3", "ms3", 2, 60, 512, 1),
+        ("avsegformer_avss", "avss", 4, 30, 224, 71),
+    ],
+)
+def test_presets_mirror_the_official_configs(preset, subset, batch, epochs, image_size, num_labels):
+    config = load_training_config(preset)
+    assert (config.subset, config.batch_size, config.eval_batch_size, config.num_epochs) == (
+        subset,
+        batch,
+        batch,
+        epochs,
+    )
+    assert config.image_size == image_size and config.augmentation is None
+    assert config.optimizer == {"name": "adamw", "learning_rate": 2e-5}
+    assert config.drop_path_rate == 0.1  # pvt_v2_b5() of the official code
+    model_config = AutoConfig.for_model(config.model["model_type"], **config.model["config"])
+    assert isinstance(model_config, AVSegFormerConfig) and model_config.backbone_config.model_type == "pvt_v2"
+    assert (model_config.num_labels, model_config.mask_loss) == (num_labels, "dice")
+    assert (model_config.mask_loss_weight, model_config.mix_loss_weight) == (1.0, 0.1)
+    assert model_config.audio_config.model_type == "vggish"
+
+
+def test_tiny_avsegformer_trains_through_the_trainer(tmp_path):
+    data_dir = tmp_path / "data"
+    make_synthetic_avsbench(data_dir, "s4", 4, seed=0, image_size=32)
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "subset": "s4",
+                "model": TINY_AVSEGFORMER,
+                "optimizer": {"name": "adamw", "learning_rate": 1e-3},
+                "batch_size": 2,
+                "num_epochs": 1,
+                "image_size": 32,
+                "logging_steps": 1,
+            }
+        )
+    )
+    config = load_training_config(
+        str(config_file), [f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}", "validation_split=test"]
+    )
+    trainer = Trainer(config)
+    initial = {key: value.clone() for key, value in trainer.model.state_dict().items()}
+    state = trainer.train()
+    assert state["best_miou"] is not None
+    final = AutoModelForAudioVisualSegmentation.from_pretrained(tmp_path / "out" / "final")
+    assert isinstance(final, AVSegFormerForAudioVisualSegmentation)
+    trained = final.state_dict()
+    frozen = [key for key in initial if key.startswith("audio_encoder.")]
+    assert frozen and all(torch.equal(trained[key], initial[key]) for key in frozen)
+    assert not torch.equal(trained["mask_head.classifier.weight"], initial["mask_head.classifier.weight"])
+    assert AudioVisualProcessor.from_pretrained(tmp_path / "out" / "final").feature_extractor is not None
 
 
 @pytest.fixture(scope="module")

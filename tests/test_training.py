@@ -60,7 +60,8 @@ def run_to_completion(command: list[str]) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+# AVSegFormer's presets (AdamW, 2e-5, 512x512 frames) are checked in tests/test_avsegformer.py.
+@pytest.mark.parametrize("preset", [name for name in PRESETS if not name.startswith("avsegformer")])
 def test_presets_load_with_paper_settings(preset):
     config = load_training_config(preset)
     expected = {

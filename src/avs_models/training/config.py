@@ -13,7 +13,19 @@ import yaml
 from avs_models.data import SUBSETS
 
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
-PRESETS = ("pcmanet_s4", "pcmanet_ms3", "pcmanet_avss", "c3n_s4", "c3n_ms3", "tpavi_s4", "tpavi_ms3", "tpavi_avss")
+PRESETS = (
+    "pcmanet_s4",
+    "pcmanet_ms3",
+    "pcmanet_avss",
+    "c3n_s4",
+    "c3n_ms3",
+    "tpavi_s4",
+    "tpavi_ms3",
+    "tpavi_avss",
+    "avsegformer_s4",
+    "avsegformer_ms3",
+    "avsegformer_avss",
+)
 
 
 @dataclass

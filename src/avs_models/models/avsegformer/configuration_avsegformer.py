@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from ..backbones import ALL_STAGES, PVT_V2_B5_KWARGS
+
 MASK_LOSSES = ("dice", "bce")
-# Kept local (not imported from the package) so that the Hub copy of this file, loaded with
-# `trust_remote_code=True`, stands alone.
-ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
 class AVSegFormerConfig(PreTrainedConfig):
@@ -24,8 +25,9 @@ class AVSegFormerConfig(PreTrainedConfig):
 
     Attributes:
         backbone_config (`dict` or `PreTrainedConfig`, *optional*):
-            Any Transformers backbone config returning 4 feature maps (default: ResNet-50). Stage 1
-            feeds the mask feature, stages 2-4 the encoder.
+            Any Transformers backbone config returning 4 feature maps (default: PVT-v2-b5;
+            `avs_models.models.backbones.resnet50_backbone_config()` gives the official ResNet-50).
+            Stage 1 feeds the mask feature, stages 2-4 the encoder.
         audio_config (`dict` or `PreTrainedConfig`, *optional*):
             Config of the audio encoder (VGGish, as in the official model) that turns log-mel
             `input_features` into embeddings. `None` builds a model that takes `audio_embeds` only.
@@ -86,7 +88,7 @@ class AVSegFormerConfig(PreTrainedConfig):
     model_type = "avsegformer"
     sub_configs_defaults = {  # noqa: RUF012 (Transformers reads this class attribute)
         "backbone_config": SubConfigSpec(
-            config_class=AutoConfig, model_type="resnet", init_kwargs={"out_features": ALL_STAGES}
+            config_class=AutoConfig, model_type="pvt_v2", init_kwargs=copy.deepcopy(PVT_V2_B5_KWARGS)
         ),
     }
 
