@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.utils import TensorType
 
+from .hub_code import HubFeatureExtractorMixin
 from .resampling import band_limited_resample
 
 
@@ -72,7 +73,7 @@ def validated_count(name: str, value, optional: bool = False) -> int | None:
     return int(value)
 
 
-class SegmentFeatureExtractor(SequenceFeatureExtractor):
+class SegmentFeatureExtractor(HubFeatureExtractorMixin, SequenceFeatureExtractor):
     """Base of the audio encoders' feature extractors: a clip becomes one model input per segment
     (about one second, one per video frame), a list of clips a padded batch.
 

@@ -8,6 +8,7 @@ from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
 from ..audio_utils import validated_count
+from ..hub_code import HubConfigMixin
 
 # Defaults of the official `BEATsConfig`: a checkpoint's `cfg` dict only overrides some of them.
 ORIGINAL_CONFIG_DEFAULTS = {
@@ -77,7 +78,7 @@ ORIGINAL_ACTIVATIONS = {
 }
 
 
-class BeatsConfig(PreTrainedConfig):
+class BeatsConfig(HubConfigMixin, PreTrainedConfig):
     r"""Configuration of [`BeatsModel`] and [`BeatsForAudioClassification`].
 
     The defaults describe the public AudioSet-finetuned BEATs checkpoints (`BEATs_iter3_plus_AS2M_

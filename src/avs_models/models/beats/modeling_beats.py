@@ -25,6 +25,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from ..audio_utils import flatten_waveforms, keep_hidden_state, multi_label_loss, with_leading_dims
+from ..hub_code import HubModelMixin
 from .configuration_beats import BeatsConfig
 
 # Kaldi fbank settings of BEATs (torchaudio's `kaldi.fbank` defaults, which BEATs keeps): no dither,
@@ -474,7 +475,7 @@ class BeatsEncoder(nn.Module):
 # ---------------------------------------------------------------- models
 
 
-class BeatsPreTrainedModel(PreTrainedModel):
+class BeatsPreTrainedModel(HubModelMixin, PreTrainedModel):
     config_class = BeatsConfig
     base_model_prefix = "beats"
     main_input_name = "input_values"

@@ -3,9 +3,10 @@
 from transformers import PreTrainedConfig
 
 from ..audio_utils import validated_count
+from ..hub_code import HubConfigMixin
 
 
-class PannsConfig(PreTrainedConfig):
+class PannsConfig(HubConfigMixin, PreTrainedConfig):
     r"""Configuration of [`PannsModel`] and [`PannsForAudioClassification`].
 
     The defaults describe `Cnn14_16k` of the PANNs release (checkpoint `Cnn14_16k_mAP=0.438.pth`),

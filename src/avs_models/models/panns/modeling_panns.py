@@ -20,6 +20,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ..audio_utils import flatten_waveforms, keep_hidden_state, multi_label_loss
+from ..hub_code import HubModelMixin
 from .configuration_panns import PannsConfig
 
 # Slaney's mel scale (librosa's default, `htk=False`): linear below 1 kHz, logarithmic above.
@@ -177,7 +178,7 @@ class PannsConvBlock(GradientCheckpointingLayer):
         return F.avg_pool2d(hidden_states, kernel_size=2) if self.pool else hidden_states
 
 
-class PannsPreTrainedModel(PreTrainedModel):
+class PannsPreTrainedModel(HubModelMixin, PreTrainedModel):
     config_class = PannsConfig
     base_model_prefix = "panns"
     main_input_name = "input_values"

@@ -2,8 +2,10 @@
 
 from transformers import PreTrainedConfig
 
+from ..hub_code import HubConfigMixin
 
-class VGGishConfig(PreTrainedConfig):
+
+class VGGishConfig(HubConfigMixin, PreTrainedConfig):
     r"""Configuration of [`VGGishModel`] and [`VGGishForAudioClassification`].
 
     The defaults describe the public VGGish network: four convolution stages (3x3 convolutions with

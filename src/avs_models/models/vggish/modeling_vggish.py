@@ -20,6 +20,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ..audio_utils import keep_hidden_state, multi_label_loss
+from ..hub_code import HubModelMixin
 from .configuration_vggish import VGGishConfig
 
 
@@ -106,7 +107,7 @@ class VGGishPostprocessor(nn.Module):
         return torch.round((clipped - self.quantize_min) * (255.0 / (self.quantize_max - self.quantize_min)))
 
 
-class VGGishPreTrainedModel(PreTrainedModel):
+class VGGishPreTrainedModel(HubModelMixin, PreTrainedModel):
     config_class = VGGishConfig
     base_model_prefix = "vggish"
     main_input_name = "input_features"
