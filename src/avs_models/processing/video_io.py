@@ -84,7 +84,8 @@ def _open(path: Path) -> av.container.InputContainer:
         return av.open(str(path))
     except av.error.FFmpegError as error:
         raise ValueError(
-            f"cannot read video file {path}: {_ffmpeg_reason(error)}; is it a video (mp4, mov, mkv, webm, ...)?"
+            f"cannot read video file {path}: {_ffmpeg_reason(error)}; is it a complete video file "
+            "(mp4, mov, mkv, webm, ...), not truncated?"
         ) from error
 
 
@@ -380,7 +381,8 @@ def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         waveform, sampling_rate = soundfile.read(str(path), dtype="float32")
     except (RuntimeError, soundfile.LibsndfileError) as error:
-        raise ValueError(f"cannot read audio file {path}: {error}; pass a wav or flac file") from error
+        reason = str(error).rstrip(".")
+        raise ValueError(f"cannot read audio file {path}: {reason}; pass a wav or flac file") from error
     return waveform, int(sampling_rate)
 
 

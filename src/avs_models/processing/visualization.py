@@ -14,9 +14,9 @@ from scipy.ndimage import binary_dilation
 
 from ..data.avss_classes import avss_palette
 
-# Fill of binary masks: a saturated pink-magenta, rare in natural scenes, visible on dark and bright
-# frames; the white-on-black outline keeps the edge visible whatever the background.
-BINARY_COLOUR = (255, 32, 160)
+# Fill of binary masks: a saturated lime, rare in natural scenes, bright enough for dark frames and saturated enough for bright ones;
+# the white-on-black outline keeps the edge visible whatever the background.
+BINARY_COLOUR = (200, 255, 0)
 _OUTLINE_INNER = (255, 255, 255)
 _OUTLINE_OUTER = (0, 0, 0)
 # Audio codecs copied into the MP4 as they are; others are re-encoded to AAC.
