@@ -69,8 +69,11 @@ def resampled_span(
     Args:
         read_input: `read_input(first, stop)` returns input samples `first .. stop - 1` as a float array,
             with zeros for indices outside the waveform (negative ones included).
-        start, length: the output samples wanted (output sample `j` lies at input position
+        start: the first output sample wanted (output sample `j` lies at input position
             `j * source_rate / target_rate`).
+        length: how many output samples.
+        source_rate: rate of the input in Hz.
+        target_rate: rate of the output in Hz.
     """
     if source_rate == target_rate:
         return np.asarray(read_input(start, start + length), dtype=np.float64)

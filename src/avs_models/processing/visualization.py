@@ -188,7 +188,8 @@ class AudioSource:
     Args:
         video: a video file whose first audio stream is used, from `start_time` (s, container clock:
             the time of the first overlay) on.
-        waveform, sampling_rate: samples `[samples]` or `[samples, channels]` (float in [-1, 1]).
+        waveform: samples `[samples]` or `[samples, channels]` (float in [-1, 1]).
+        sampling_rate: rate of `waveform` in Hz.
     """
 
     def __init__(
