@@ -25,7 +25,13 @@ from .models.panns import PannsConfig, PannsFeatureExtractor, PannsForAudioClass
 from .models.pcmanet import PCMANetConfig, PCMANetForAudioVisualSegmentation, PCMANetSegmentationOutput
 from .models.tpavi import TPAVIConfig, TPAVIForAudioVisualSegmentation, TPAVISegmentationOutput
 from .models.vggish import VGGishConfig, VGGishFeatureExtractor, VGGishForAudioClassification, VGGishModel
-from .processing import AudioVisualImageProcessor, AudioVisualProcessor, register_pipeline
+from .processing import (
+    AudioVisualImageProcessor,
+    AudioVisualProcessor,
+    AudioVisualSegmentationPipeline,
+    VideoReader,
+    register_pipeline,
+)
 
 __version__ = "0.1.0"
 
@@ -68,6 +74,7 @@ __all__ = [
     "AVSegFormerSegmentationOutput",
     "AudioVisualImageProcessor",
     "AudioVisualProcessor",
+    "AudioVisualSegmentationPipeline",
     "AutoModelForAudioVisualSegmentation",
     "BeatsConfig",
     "BeatsFeatureExtractor",
@@ -89,5 +96,6 @@ __all__ = [
     "VGGishFeatureExtractor",
     "VGGishForAudioClassification",
     "VGGishModel",
+    "VideoReader",
     "__version__",
 ]
