@@ -8,6 +8,8 @@ import pytest
 import torch
 from media import write_frames_and_wav, write_video
 from PIL import Image
+from test_beats import TINY as TINY_BEATS_CONFIG
+from tiny_training import TINY_MODEL
 from transformers import pipeline
 
 import avs_models  # noqa: F401  (registers the task and the Auto classes)
@@ -179,21 +181,7 @@ def test_config_and_logits_must_agree_on_binary_or_semantic(video, tmp_path):
         segmenter(str(video))
 
 
-TINY_BEATS = {
-    "model_type": "beats",
-    "num_mel_bins": 16,
-    "patch_size": 4,
-    "patch_embedding_dim": 12,
-    "hidden_size": 16,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "positional_conv_kernel_size": 8,
-    "positional_conv_groups": 4,
-    "relative_position_buckets": 16,
-    "relative_position_max_distance": 32,
-    "num_labels": 5,
-}
+TINY_BEATS = {"model_type": "beats", **TINY_BEATS_CONFIG, "num_hidden_layers": 1}
 TINY_PANNS = {
     "model_type": "panns_cnn14",
     "block_channels": [4, 4, 4, 4, 4, 8],
@@ -390,21 +378,7 @@ def test_avss_converters_and_training_name_the_71_classes():
     assert config_from_official_state_dict(official).id2label == avss_id2label()
     official["output_conv1.3.weight"] = torch.zeros(1, 8)
     assert config_from_official_state_dict(official).num_labels == 1
-    tiny = {
-        "backbone_config": {
-            "model_type": "resnet",
-            "embedding_size": 8,
-            "hidden_sizes": [8, 16, 24, 32],
-            "depths": [1, 1, 1, 1],
-            "out_features": ["stage1", "stage2", "stage3", "stage4"],
-        },
-        "hidden_size": 16,
-        "avga_groups": 4,
-        "qsca_num_heads": 2,
-        "qsca_head_dim": 8,
-        "qsca_pool_sizes": [4, 2, 1, 1],
-        "num_labels": 71,
-    }
+    tiny = {**TINY_MODEL["config"], "num_labels": 71}
     model = build_model(TrainingConfig(subset="avss", model={"model_type": "pcmanet", "config": tiny}))
     assert model.config.id2label[13] == "cello" and model.config.num_labels == 71
     binary = build_model(

@@ -8,31 +8,10 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from avs_models.commands.arguments import opacity, positive_int, probability
+
 # Seconds whose files may wait to be written while the next clips run through the model.
 _MAX_PENDING_WRITES = 16
-
-
-def probability(text: str) -> float:
-    """argparse type: a threshold in (0, 1)."""
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a probability strictly between 0 and 1, got {text}")
-    return value
-
-
-def opacity(text: str) -> float:
-    """argparse type: an opacity in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1] (0 transparent, 1 opaque), got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_parser(subparsers) -> None:

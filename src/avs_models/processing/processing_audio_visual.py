@@ -18,7 +18,10 @@ from transformers.processing_utils import ProcessorMixin
 from ..models.audio_utils import to_mono_float_waveform, validate_sampling_rate, validated_count
 from ..models.vggish.feature_extraction_vggish import VGGishFeatureExtractor
 from .image_processing_audio_visual import AudioVisualImageProcessor, frame_to_rgb_array
-from .video_io import DecodedClip, VideoReader, read_audio_file, read_frame_folder, read_video
+from .video_io import DecodedClip, VideoReader, read_audio_file, read_frame_folder
+
+# Clips a video file is prepared by at a time when all of it is asked for (`__call__`).
+_CLIPS_PER_WINDOW = 8
 
 
 def audio_feature_extractor_for(config: PreTrainedConfig) -> FeatureExtractionMixin:
@@ -120,7 +123,15 @@ class AudioVisualProcessor(ProcessorMixin):
             raise ValueError(f"`return_tensors` must be 'pt', got {return_tensors!r}")
         if video is not None:
             self._check_single_input(video, frames, audio, sampling_rate, frames_dir, audio_path)
-            return self._make_clips(read_video(video, self.frame_time, self.feature_extractor.sampling_rate))
+            # Window by window, so that only resized frames are kept, never a whole video at full size.
+            windows = list(self.iter_clips(video, clips_per_window=_CLIPS_PER_WINDOW))
+            return BatchFeature(
+                {
+                    key: torch.cat([window[key] for window in windows])
+                    for key in windows[0]
+                    if key != "first_second"
+                }
+            )
         return self._make_clips(
             self._load_frames_and_audio(frames, audio, sampling_rate, frames_dir, audio_path)
         )

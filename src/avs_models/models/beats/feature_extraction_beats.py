@@ -13,8 +13,8 @@ class BeatsFeatureExtractor(WaveformSegmentFeatureExtractor):
     r"""Turns waveforms into the one-second segments [`BeatsModel`] takes as `input_values`.
 
     A clip of `T` whole seconds at 16 kHz gives `[T, 16000]`; a trailing partial second is dropped
-    unless `num_segments` is given. Audio at another rate is resampled to 16 kHz with
-    `scipy.signal.resample_poly` (C3N resamples with librosa when it loads the wav, so resampled
+    unless `num_segments` is given. Audio at another rate is resampled to 16 kHz with a
+    band-limited windowed-sinc filter (`models.resampling`; C3N resamples with librosa when it loads the wav, so resampled
     audio can differ slightly from its input; 16 kHz audio is used as is). See
     [`WaveformSegmentFeatureExtractor`] for the arguments.
     """

@@ -12,7 +12,8 @@ class PannsFeatureExtractor(WaveformSegmentFeatureExtractor):
     as the C3N data loader does (it loads 5 s, pads with zeros or trims, and reshapes to `[5, 16000]`).
     Without `num_segments` an incomplete last segment is dropped.
 
-    Audio at another rate is resampled to `sampling_rate` with `scipy.signal.resample_poly`. The C3N
+    Audio at another rate is resampled to `sampling_rate` with a band-limited windowed-sinc filter
+    (`models.resampling`). The C3N
     code lets `librosa.load` resample (soxr by default), so segments of resampled audio can differ
     slightly from the official ones; audio already at `sampling_rate` is used as is. See
     [`WaveformSegmentFeatureExtractor`] for the arguments.
