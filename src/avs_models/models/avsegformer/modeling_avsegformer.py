@@ -312,7 +312,9 @@ class AVSegFormerQueryGenerator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """`(BT, 1, C)` audio tokens -> `(BT, Q, C)` decoder queries."""
-        queries = self.initial_queries.expand(audio.shape[0], -1, -1)
+        # A copy, not an expanded view: a view of a parameter made under no_grad has no grad_fn
+        # yet requires grad, which trips torch's module tracker (FlopCounterMode).
+        queries = self.initial_queries.repeat(audio.shape[0], 1, 1)
         for layer in self.layers:
             queries = layer(queries, audio)
         return queries + self.learnable_queries
