@@ -645,9 +645,14 @@ def test_cli_skip_prints_the_summary_and_saves_the_report(copy_subset, tmp_path,
     record = _train_record(subset_dir, "ms3")
     wav_cut_to_1_3_of_5_seconds(subset_dir, record)
     out = tmp_path / "out"
-    assert cli_main(["prepare-avsbench", str(raw), str(out), "--subset", "ms3", "--on-error", "skip"]) == 0
+    # Without --subset the subsets found in RAW_DIR are exported: here MS3 alone.
+    assert cli_main(["prepare-avsbench", str(raw), str(out), "--on-error", "skip"]) == 0
     printed = capsys.readouterr().out
     assert "| ms3 | 6 | 3 | 1 | 1 | 1 |" in printed and "| ms3 | audio-length | 1 |" in printed
     assert f"each with its reason in {out / REPORT_MARKDOWN}" in printed
     assert record.video_id in (out / REPORT_MARKDOWN).read_text()
     assert datasets.load_dataset(str(out), "ms3", split="train").num_rows == 3
+    assert list(PreparationReport.from_json((out / REPORT_JSON).read_text()).subsets) == ["ms3"]
+    capsys.readouterr()
+    assert cli_main(["prepare-avsbench", str(tmp_path), str(tmp_path / "out2")]) == 2
+    assert f"{tmp_path} holds no AVSBench subset" in capsys.readouterr().err

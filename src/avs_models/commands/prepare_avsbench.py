@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avs_models.data.avsbench import SUBSETS
+from avs_models.data.avsbench import SUBSETS, resolve_subset_dir
 
 
 def add_parser(subparsers) -> None:
@@ -18,9 +18,14 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("raw_dir", metavar="RAW_DIR", help="the AVSBench release in its official layout")
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the Parquet dataset (created if missing)")
     parser.add_argument(
-        "--subset", choices=SUBSETS, action="append", help="subset to export (repeatable; default all)"
+        "out_dir", metavar="OUT_DIR", help="folder for the Parquet dataset (created if missing)"
+    )
+    parser.add_argument(
+        "--subset",
+        choices=SUBSETS,
+        action="append",
+        help="subset to export (repeatable; default: every subset found in RAW_DIR)",
     )
     parser.add_argument(
         "--max-shard-mb", type=int, default=256, help="Parquet shard size in MB (default 256)"
@@ -45,10 +50,11 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from avs_models.data.export import REPORT_MARKDOWN, export_avsbench
 
+    subsets = args.subset or _subsets_found(args.raw_dir)
     report = export_avsbench(
         args.raw_dir,
         args.out_dir,
-        subsets=args.subset or SUBSETS,
+        subsets=subsets,
         on_error=args.on_error,
         max_shard_bytes=args.max_shard_mb * 1024 * 1024,
         load_official_log_mel=args.official_log_mel,
@@ -61,3 +67,20 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.out_dir}; open it with datasets.load_dataset({str(args.out_dir)!r}, CONFIG)")
     return 0
+
+
+def _subsets_found(raw_dir: str) -> list[str]:
+    """The subsets whose metadata file is in RAW_DIR or its official sub-folder."""
+    found = []
+    for subset in SUBSETS:
+        try:
+            resolve_subset_dir(raw_dir, subset)
+        except FileNotFoundError:
+            continue
+        found.append(subset)
+    if not found:
+        raise FileNotFoundError(
+            f"{raw_dir} holds no AVSBench subset: none of Single-source/s4_meta_data.csv, "
+            "Multi-sources/ms3_meta_data.csv, AVSS/metadata.csv (nor one of them in RAW_DIR itself)"
+        )
+    return found

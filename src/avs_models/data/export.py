@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -176,18 +177,28 @@ def export_avsbench(
     _remove_abandoned_staging(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}-", dir=out_dir.parent))
     try:
-        exported = {}
-        for subset in subsets:
-            exported[subset] = _export_subset(
-                raw_dir,
-                subset,
-                staging / subset,
-                on_error,
-                max_shard_bytes,
-                rows_per_group,
-                load_official_log_mel,
-                progress,
-            )
+        with _skip_hint(on_error):
+            # Every metadata file is read and checked before anything is written.
+            readers = {
+                subset: AVSBenchReader(
+                    raw_dir,
+                    subset,
+                    on_error=on_error,
+                    # The AVSS release has no log-mel pickles, so the opt-in only concerns S4 and MS3.
+                    load_official_log_mel=load_official_log_mel and subset != "avss",
+                )
+                for subset in subsets
+            }
+            for reader in readers.values():
+                reader.require_every_split()
+            from tqdm.auto import tqdm
+
+            total = sum(len(reader.records(split)) for reader in readers.values() for split in SPLITS)
+            with tqdm(total=total, unit="video", disable=not progress, desc="prepare-avsbench") as bar:
+                exported = {
+                    subset: _export_subset(reader, staging / subset, max_shard_bytes, rows_per_group, bar)
+                    for subset, reader in readers.items()
+                }
         # Subsets of an earlier export that were not exported again are kept (hard links, no copy).
         for subset in SUBSETS:
             if subset not in exported and (out_dir / subset).is_dir():
@@ -205,42 +216,39 @@ def export_avsbench(
     return report
 
 
-def _export_subset(
-    raw_dir, subset, folder: Path, on_error, max_shard_bytes, rows_per_group, load_official_log_mel, progress
-) -> SubsetReport:
+@contextmanager
+def _skip_hint(on_error: str):
+    """Under on_error="raise", a problem with one row or video says how to skip it instead."""
     try:
-        # The AVSS release has no log-mel pickles, so the opt-in only concerns S4 and MS3.
-        reader = AVSBenchReader(
-            raw_dir,
-            subset,
-            on_error=on_error,
-            load_official_log_mel=load_official_log_mel and subset != "avss",
-        )
-        csv_path = metadata_path(reader.subset_dir, subset)
-        reader.require_every_split()
-        written = {}
-        for split in SPLITS:
-            count = _write_split(reader, split, folder, max_shard_bytes, rows_per_group, progress)
-            if count == 0:
-                rules = Counter(row.rule for row in reader.skipped if row.split == split)
-                raise AVSBenchValidationError(
-                    f"every video of split {split!r} was skipped ("
-                    + ", ".join(f"{count} {rule}" for rule, count in rules.most_common())
-                    + "); nothing is left to export for it",
-                    rule="empty-split",
-                    path=csv_path,
-                )
-            written[HF_SPLIT_NAMES[split]] = count
+        yield
     except AVSBenchValidationError as error:
-        # Problems with one row or video can be skipped; say so.
         if on_error == "raise" and error.rule not in FATAL_RULES:
             error.hint = (
                 "Fix it, or pass on_error='skip' (prepare-avsbench --on-error skip) to leave out such "
                 "videos and list them in a report"
             )
         raise
+
+
+def _export_subset(
+    reader: AVSBenchReader, folder: Path, max_shard_bytes: int, rows_per_group: int, bar
+) -> SubsetReport:
+    csv_path = metadata_path(reader.subset_dir, reader.subset)
+    written = {}
+    for split in SPLITS:
+        count = _write_split(reader, split, folder, max_shard_bytes, rows_per_group, bar)
+        if count == 0:
+            rules = Counter(row.rule for row in reader.skipped if row.split == split)
+            raise AVSBenchValidationError(
+                f"every video of split {split!r} was skipped ("
+                + ", ".join(f"{count} {rule}" for rule, count in rules.most_common())
+                + "); nothing is left to export for it",
+                rule="empty-split",
+                path=csv_path,
+            )
+        written[HF_SPLIT_NAMES[split]] = count
     report = SubsetReport(
-        on_error,
+        reader.on_error,
         reader.relative_path(csv_path),
         reader.metadata_rows,
         written,
@@ -250,40 +258,32 @@ def _export_subset(
     if report.unlisted:
         logger.warning(
             "%s: %d video folder(s) on disk are in no row of %s and were not exported (listed in %s)",
-            subset,
+            reader.subset,
             len(report.unlisted),
             report.metadata_file,
             REPORT_MARKDOWN,
         )
     if report.metadata_rows != sum(written.values()) + len(report.skipped):
         raise RuntimeError(
-            f"{subset}: {report.metadata_rows} metadata rows but {written} written and {len(report.skipped)} skipped"
+            f"{reader.subset}: {report.metadata_rows} metadata rows but {written} written "
+            f"and {len(report.skipped)} skipped"
         )
     return report
 
 
 def _write_split(
-    reader: AVSBenchReader,
-    split: str,
-    folder: Path,
-    max_shard_bytes: int,
-    rows_per_group: int,
-    progress: bool,
+    reader: AVSBenchReader, split: str, folder: Path, max_shard_bytes: int, rows_per_group: int, bar
 ) -> int:
-    records = reader.records(split)
     split_name = HF_SPLIT_NAMES[split]
     folder.mkdir(parents=True, exist_ok=True)
+    bar.set_description(f"{reader.subset} {split_name}")
     # Encoding goes through the struct-audio features (datasets.Audio would need torchcodec);
     # the Parquet schema then declares the same column as Audio(decode=False).
     encoder = reader.features(audio_feature=False)
     schema = reader.features(audio_feature=True).arrow_schema
-    examples = reader.iter_examples(split)
-    if progress:
-        from tqdm.auto import tqdm
-
-        examples = tqdm(examples, total=len(records), desc=f"{reader.subset} {split_name}", unit="video")
     shard_paths: list[Path] = []
-    writer, shard_bytes, rows, written = None, 0, [], 0
+    writer, shard_bytes, rows, written, shown = None, 0, [], 0, 0
+    skipped_before = len(reader.skipped)
 
     def flush() -> None:
         nonlocal writer, shard_bytes, rows
@@ -300,12 +300,23 @@ def _write_split(
             writer.close()
             writer, shard_bytes = None, 0
 
-    for _, example in examples:
+    def advance() -> None:
+        """Move the bar to the videos read so far, skipped ones included."""
+        nonlocal shown
+        read = written + len(reader.skipped) - skipped_before
+        bar.update(read - shown)
+        shown = read
+        if reader.skipped:
+            bar.set_postfix(skipped=len(reader.skipped), refresh=False)
+
+    for _, example in reader.iter_examples(split):
         rows.append(encoder.encode_example(example))
         written += 1
+        advance()
         if len(rows) >= rows_per_group:
             flush()
     flush()
+    advance()
     if writer is not None:
         writer.close()
     # Shard names carry the shard count, known only now.
