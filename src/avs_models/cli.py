@@ -18,7 +18,9 @@ import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-COMMAND_MODULES: list[str] = ["make_synthetic", "prepare_avsbench", "predict", "train", "evaluate", "demo"]
+COMMAND_MODULES: list[str] = [
+    "make_synthetic", "prepare_avsbench", "predict", "train", "evaluate", "demo", "export",
+]
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 USER_ERROR_EXIT_CODE = 2
 
