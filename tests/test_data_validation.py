@@ -5,6 +5,7 @@ that video and lists it in the report; no row is lost or duplicated either way."
 import csv
 import io
 import json
+import pickle
 import re
 import shutil
 
@@ -339,6 +340,9 @@ def test_corruption_stops_the_export_or_is_skipped_and_reported(
     assert message.startswith(f"{path}: ")
     assert f"rule {rule}; video {record.video_id!r}, {subset} train, metadata line {record.line}" in message
     assert "--on-error skip" in message and "\n" not in message
+    # The error survives pickling (DataLoader workers, multiprocessing) with all its facts.
+    copied = pickle.loads(pickle.dumps(error.value))
+    assert type(copied) is type(error.value) and str(copied) == message and copied.rule == rule
     assert re.search(pattern, message), message
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 

@@ -112,13 +112,14 @@ class AVSBenchValidationError(ValueError):
     `rule` names the rule (e.g. "mask-size", "audio-length"; docs/data.md lists them all), `path`
     the offending file, and `video_id`, `split`, `line` the metadata row when the problem belongs
     to one video. `str(error)` is one line: the file, the problem, the rule and the video.
+    Only `problem` is positional, so the error pickles and can be re-raised from a worker process.
     """
 
     def __init__(
         self,
         problem: str,
         *,
-        rule: str,
+        rule: str | None = None,
         path: Path | None = None,
         video_id: str | None = None,
         split: str | None = None,
@@ -132,11 +133,11 @@ class AVSBenchValidationError(ValueError):
         self.hint = ""
 
     def __str__(self) -> str:
-        context = [f"rule {self.rule}"]
+        context = [f"rule {self.rule}"] if self.rule else []
         if self.video_id is not None:
             where = " ".join(part for part in (self.subset, self.split) if part)
             context.append(f"video {self.video_id!r}, {where}, metadata line {self.line}")
-        message = f"{self.problem} ({'; '.join(context)})"
+        message = f"{self.problem} ({'; '.join(context)})" if context else self.problem
         if self.path is not None:
             message = f"{self.path}: {message}"
         return f"{message}. {self.hint}" if self.hint else message
