@@ -7,12 +7,14 @@ import copy
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from ..auto import sub_config_from_dict
 from ..backbones import ALL_STAGES, PVT_V2_B5_KWARGS
+from ..hub_code import HubConfigMixin
 
 MASK_LOSSES = ("dice", "bce")
 
 
-class AVSegFormerConfig(PreTrainedConfig):
+class AVSegFormerConfig(HubConfigMixin, PreTrainedConfig):
     r"""Configuration of an [`AVSegFormerForAudioVisualSegmentation`].
 
     AVSegFormer (Gao et al., AAAI 2024) segments each frame on its own: a deformable-attention
@@ -123,10 +125,9 @@ class AVSegFormerConfig(PreTrainedConfig):
         if self.id2label is None:
             kwargs.setdefault("num_labels", 1)
         super().__post_init__(**kwargs)
-        if isinstance(self.audio_config, dict):
-            # Not a declared sub-config: the VGGish config class exists only where avs_models is
-            # installed, and Hub users loading with trust_remote_code may not have it.
-            self.audio_config = AutoConfig.for_model(**self.audio_config)
+        # Not a declared sub-config: resolved through the package's own lookup, which the Hub copy
+        # of this file carries (see hub_code.py), so it works where avs_models is not installed.
+        self.audio_config = sub_config_from_dict(self.audio_config)
         self.head_hidden_sizes = [int(size) for size in self.head_hidden_sizes]
         self._validate()
 
@@ -165,7 +166,5 @@ class AVSegFormerConfig(PreTrainedConfig):
                 f"{self.backbone_config.out_features}"
             )
 
-
-AVSegFormerConfig.register_for_auto_class()
 
 __all__ = ["AVSegFormerConfig"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.backbone_utils import load_backbone
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -29,6 +29,8 @@ from transformers.models.mask2former.modeling_mask2former import (
 )
 from transformers.utils import ModelOutput
 
+from ..auto import sub_model_from_config
+from ..hub_code import HubModelMixin
 from ..inputs import check_finite, check_pixel_values, check_shape
 from ..labels import IGNORE_INDEX, check_binary_mask, check_class_map
 from .configuration_avsegformer import AVSegFormerConfig
@@ -435,7 +437,7 @@ class AVSegFormerMaskHead(nn.Module):
         return self.classifier(F.relu(self.refinement(hidden_states)))
 
 
-class AVSegFormerPreTrainedModel(PreTrainedModel):
+class AVSegFormerPreTrainedModel(HubModelMixin, PreTrainedModel):
     config_class = AVSegFormerConfig
     base_model_prefix = "avsegformer"
     main_input_name = "pixel_values"
@@ -483,7 +485,7 @@ class AVSegFormerForAudioVisualSegmentation(AVSegFormerPreTrainedModel):
     def __init__(self, config: AVSegFormerConfig):
         super().__init__(config)
         self.backbone = load_backbone(config)
-        self.audio_encoder = AutoModel.from_config(config.audio_config) if config.audio_config else None
+        self.audio_encoder = sub_model_from_config(config.audio_config) if config.audio_config else None
         self.audio_projection = nn.Linear(config.audio_embed_dim, config.hidden_size)
         self.input_projections = nn.ModuleList(
             AVSegFormerConvNorm(config, channels) for channels in self.backbone.channels
@@ -699,10 +701,6 @@ def _dice_loss(logits: torch.Tensor, target: torch.Tensor, counted: torch.Tensor
     denominator = (probability * probability).sum(dim=(1, 2)) + (target * target).sum(dim=(1, 2))
     return (1 - 2 * overlap / (denominator + 2 * DICE_SMOOTHING)).mean()
 
-
-# Saved configs get an `auto_map`, so Hub users without this package can load the model with
-# `trust_remote_code=True` (save_pretrained copies this file and the config's next to the weights).
-AVSegFormerForAudioVisualSegmentation.register_for_auto_class("AutoModel")
 
 __all__ = [
     "AVSegFormerForAudioVisualSegmentation",
