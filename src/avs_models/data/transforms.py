@@ -40,7 +40,9 @@ def images_to_tensor(images) -> torch.Tensor:
     arrays = [np.asarray(to_pil(image).convert("RGB")) for image in images]
     if len({array.shape for array in arrays}) != 1:
         raise ValueError(f"all frames of a clip must have one size, got {sorted({a.shape for a in arrays})}")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+    # Contiguous [T, 3, H, W]: a permuted (channels-last) batch gives 1x1 convolution weights
+    # gradients with channels-last strides, which DDP reports as "Grad strides do not match".
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous().float().div_(255)
 
 
 def resize_frames(frames: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

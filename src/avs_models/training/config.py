@@ -44,11 +44,17 @@ class TrainingConfig:
     augmentation: dict | None = None
     seed: int = 0
     checkpoint_steps: int = 0
+    # Keep the newest N checkpoints (and the one of the best validation); null keeps every one.
+    save_total_limit: int | None = 2
     logging_steps: int = 10
     validation_split: str | None = "val"
     mixed_precision: str = "no"
     report_to: str | None = None
-    num_workers: int = 0
+    # DataLoader worker processes per training process; null: one per CPU core available to each
+    # process, at most 4.
+    num_workers: int | None = None
+    # Stochastic depth of the vision backbone (PVT-v2, Swin); null keeps the model config's.
+    drop_path_rate: float | None = None
     push_to_hub: str | None = None
     # PCMANet's query selection can leave parameters out of a step's graph, which DDP must allow.
     ddp_find_unused_parameters: bool = True
@@ -63,6 +69,20 @@ class TrainingConfig:
             raise ValueError(
                 f"checkpoint_steps must be 0 (only each epoch) or positive, got {self.checkpoint_steps}"
             )
+        if self.save_total_limit is not None and not _is_count(self.save_total_limit, minimum=1):
+            raise ValueError(
+                f"save_total_limit must be a positive integer (checkpoints kept) or null (keep all), "
+                f"got {self.save_total_limit!r}"
+            )
+        if self.num_workers is not None and not _is_count(self.num_workers, minimum=0):
+            raise ValueError(
+                f"num_workers must be 0 (load in the training process), a positive integer or null (automatic), "
+                f"got {self.num_workers!r}"
+            )
+        if self.drop_path_rate is not None and not (
+            isinstance(self.drop_path_rate, (int, float)) and 0 <= self.drop_path_rate < 1
+        ):
+            raise ValueError(f"drop_path_rate must be in [0, 1) or null, got {self.drop_path_rate!r}")
         if self.optimizer.get("name", "adam").lower() not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer.name must be adam, adamw or sgd, got {self.optimizer.get('name')!r}")
         if self.mixed_precision is False:  # YAML reads an unquoted `no` as false
@@ -76,6 +96,59 @@ class TrainingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_count(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+# What resuming compares. A checkpoint continues the run its configuration describes: keys that
+# change which clips a step sees, their augmentation, the model, the optimiser or the random
+# draws must match, or the resumed run silently becomes a different one. The others change only
+# where and how the run reports and saves, how fast data loads, or how long it goes on.
+RESUME_MUST_MATCH = (
+    "subset",
+    "data_dir",
+    "model",
+    "optimizer",
+    "batch_size",
+    "image_size",
+    "augmentation",
+    "seed",
+    "validation_split",
+    "mixed_precision",
+    "drop_path_rate",
+)
+RESUME_MAY_CHANGE = (
+    "output_dir",
+    "eval_batch_size",
+    "num_epochs",
+    "checkpoint_steps",
+    "save_total_limit",
+    "logging_steps",
+    "report_to",
+    "num_workers",
+    "push_to_hub",
+    "ddp_find_unused_parameters",
+)
+
+
+def resume_differences(saved: dict, current: dict) -> list[str]:
+    """`key: saved -> current` for every resume-relevant difference of two `to_dict()` configs
+    (nested keys with dots), plus the number of processes when both name it."""
+    differences = []
+
+    def compare(prefix: str, old, new) -> None:
+        if isinstance(old, dict) and isinstance(new, dict):
+            for key in sorted(set(old) | set(new)):
+                compare(f"{prefix}.{key}", old.get(key, "<unset>"), new.get(key, "<unset>"))
+        elif old != new:
+            differences.append(f"{prefix}: {old!r} -> {new!r}")
+
+    for key in (*RESUME_MUST_MATCH, "num_processes"):
+        if key in saved or key in current:
+            compare(key, saved.get(key, "<unset>"), current.get(key, "<unset>"))
+    return differences
 
 
 def _read_mapping(source: str) -> dict:

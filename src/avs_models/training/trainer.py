@@ -7,10 +7,15 @@ processes, and PCMANet's per-stage losses and kept-token ratios are logged each 
 is a few lines in a loop we own and would be callbacks and overrides around `Trainer`. Accelerate
 still does the device placement, data sharding, gradient synchronisation and mixed precision, so
 the same code runs on one CPU, several processes or GPUs (`accelerate launch`).
+
+Runs are quiet by default: one progress bar on the main process (with the latest loss and
+validation mIoU), warnings from the main process only, and no library progress bars;
+`verbose=True` logs every step and Accelerate's INFO lines from every process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,20 +29,24 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoConfig
 
 from avs_models.data import AVSBenchCollator, AVSBenchReader, TrainAugmentation, frames_per_clip
 from avs_models.data.avss_classes import AVSS_NUM_CLASSES, avss_id2label
-from avs_models.metrics import BinaryMaskMetric, SemanticSegmentationMetric
+from avs_models.metrics import BinaryMaskMetric, SemanticSegmentationMetric, official_fscore_batch_videos
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
 from avs_models.processing import processor_for
 
-from .config import TrainingConfig
+from .config import TrainingConfig, resume_differences
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+TRAINER_STATE = "trainer_state.json"
+# The configuration a checkpoint was written under, compared when resuming.
+TRAINING_CONFIG = "training_config.json"
 EXPORTED_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
 
@@ -70,12 +79,17 @@ class AVSBenchSplit(Dataset):
     def __getitem__(self, index: int) -> dict:
         if self._dataset is not None:
             return self._dataset[index]
-        return self._reader.read_example(self._records[index])
+        # Images come decoded (once, while checked), so the collator does not decode them again.
+        return self._reader.read_example(self._records[index], decode_images=True)
 
 
 class EpochPermutationSampler(torch.utils.data.Sampler):
     """Shuffles with a permutation that depends only on (seed, epoch), so a resumed run sees the
-    clips in the same order; Accelerate calls `set_epoch` through the prepared data loader."""
+    clips in the same order; Accelerate calls `set_epoch` through the prepared data loader.
+
+    Yields `((epoch, position), index)`: each clip carries its position in the epoch's order, so
+    that the collator can seed a batch's augmentation from where the batch stands, wherever it is
+    collated (a worker process, after skipped batches) — see `_PositionSeededCollator`."""
 
     def __init__(self, length: int, seed: int) -> None:
         self.length, self.seed, self.epoch = length, seed, 0
@@ -88,29 +102,40 @@ class EpochPermutationSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        order = torch.randperm(self.length, generator=generator).tolist()
+        return iter([((self.epoch, position), index) for position, index in enumerate(order)])
 
 
-class _PerBatchSeededCollator:
-    """Reseeds the collator's augmentation generator from (seed, epoch, process, batch number)
-    before each batch. Accelerate's loader fetches one batch ahead, so a generator carried from
-    batch to batch could not be checkpointed at the right point; a per-batch seed needs no state."""
+class _PositionedSplit(Dataset):
+    """Reads `(key, index)` items of `EpochPermutationSampler` as `(key, example)`."""
 
-    def __init__(self, collator: AVSBenchCollator, seed: int, process_index: int) -> None:
-        self.collator, self.seed, self.process_index = collator, seed, process_index
-        self.epoch, self.next_batch = 0, 0
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
 
-    def start_epoch(self, epoch: int, first_batch: int) -> None:
-        self.epoch, self.next_batch = epoch, first_batch
+    def __len__(self) -> int:
+        return len(self.dataset)
 
-    def __call__(self, examples: list[dict]) -> dict:
+    def __getitem__(self, item: tuple[tuple[int, int], int]) -> tuple[tuple[int, int], dict]:
+        key, index = item
+        return key, self.dataset[index]
+
+
+class _PositionSeededCollator:
+    """Seeds the collator's augmentation generator from (seed, epoch, position of the batch's first
+    clip) before collating. The seed needs no state carried from batch to batch, so batches give
+    the same draws in worker processes, in any order, and after a resume skips the first batches
+    of an epoch (Accelerate's loader also fetches one batch ahead, which carried state could not
+    checkpoint at the right point)."""
+
+    def __init__(self, collator: AVSBenchCollator, seed: int) -> None:
+        self.collator, self.seed = collator, seed
+
+    def __call__(self, items: list[tuple[tuple[int, int], dict]]) -> dict:
+        (epoch, position), _ = items[0]
         if self.collator.generator is not None:
-            key = (
-                (self.seed * 1_000_003 + self.epoch) * 1_009 + self.process_index
-            ) * 1_000_003 + self.next_batch
+            key = (self.seed * 1_000_003 + epoch) * 1_000_000_007 + position
             self.collator.generator.manual_seed(key % (2**63))
-        self.next_batch += 1
-        return self.collator(examples)
+        return self.collator([example for _, example in items])
 
 
 class _WithVideoInfo:
@@ -137,12 +162,27 @@ def build_model(config: TrainingConfig):
     ):
         # A 71-class AVSS model names its classes, so masks and legends show names, not LABEL_n.
         spec = {**spec, "config": {**overrides_of_spec, "id2label": avss_id2label()}}
+    overrides = spec.get("config") or {}
     if spec.get("name_or_path"):
-        return AutoModelForAudioVisualSegmentation.from_pretrained(
-            spec["name_or_path"], **spec.get("config", {})
-        )
-    model_config = AutoConfig.for_model(spec.get("model_type", "pcmanet"), **(spec.get("config") or {}))
+        model_config = AutoConfig.from_pretrained(spec["name_or_path"], **overrides)
+    else:
+        model_config = AutoConfig.for_model(spec.get("model_type", "pcmanet"), **overrides)
+    if config.drop_path_rate is not None:
+        _set_backbone_drop_path_rate(model_config, config.drop_path_rate)
+    if spec.get("name_or_path"):
+        return AutoModelForAudioVisualSegmentation.from_pretrained(spec["name_or_path"], config=model_config)
     return AutoModelForAudioVisualSegmentation.from_config(model_config)
+
+
+def _set_backbone_drop_path_rate(model_config, rate: float) -> None:
+    backbone = getattr(model_config, "backbone_config", None)
+    if backbone is None or not hasattr(backbone, "drop_path_rate"):
+        kind = "no backbone_config" if backbone is None else f"a {backbone.model_type} backbone"
+        raise ValueError(
+            f"drop_path_rate={rate} needs a vision backbone with stochastic depth (PVT-v2, Swin); "
+            f"the {model_config.model_type} model has {kind}: set drop_path_rate to null"
+        )
+    backbone.drop_path_rate = float(rate)
 
 
 def build_optimizer(config: TrainingConfig, model) -> torch.optim.Optimizer:
@@ -154,10 +194,14 @@ def build_optimizer(config: TrainingConfig, model) -> torch.optim.Optimizer:
     return optimizer_class(parameters, lr=learning_rate, **options)
 
 
-def make_metric(subset: str, model, definition: str = "official"):
+def make_metric(subset: str, model, definition: str = "official", fscore_batch_videos: int | None = None):
+    """The metric for `subset`; binary F-scores are batched as `model`'s family's official test
+    script does unless `fscore_batch_videos` is given."""
     if subset == "avss":
         return SemanticSegmentationMetric(num_classes=model.config.num_labels, definition=definition)
-    return BinaryMaskMetric(definition)
+    if fscore_batch_videos is None:
+        fscore_batch_videos = official_fscore_batch_videos(model.config.model_type)
+    return BinaryMaskMetric(definition, fscore_batch_videos=fscore_batch_videos)
 
 
 MODEL_INPUTS = ("pixel_values", "input_features", "input_values", "audio_embeds", "frame_mask")
@@ -193,12 +237,17 @@ def weights_checksum(model) -> str:
 
 
 class Trainer:
-    """Trains `config.model` on `config.data_dir`; see `train` for the entry point."""
+    """Trains `config.model` on `config.data_dir`; see `train` for the entry point.
 
-    def __init__(self, config: TrainingConfig, accelerator: Accelerator | None = None) -> None:
+    `verbose=False` (the default) shows one progress bar and no library progress bars; `True`
+    also shows the bars of model loading and dataset reading."""
+
+    def __init__(
+        self, config: TrainingConfig, accelerator: Accelerator | None = None, verbose: bool = False
+    ) -> None:
         if config.data_dir is None:
             raise ValueError("data_dir is not set: pass data_dir=PATH (official layout or exported dataset)")
-        self.config = config
+        self.config, self.verbose = config, verbose
         self.output_dir = Path(config.output_dir)
         self.accelerator = accelerator or Accelerator(
             cpu=_launched_without_accelerators(),
@@ -210,7 +259,8 @@ class Trainer:
             project_dir=str(self.output_dir / "logs"),
         )
         set_seed(config.seed)
-        self.model = build_model(config)
+        with library_progress_bars(verbose):
+            self.model = build_model(config)
         self.optimizer = build_optimizer(config, self.model)
         augmentation = TrainAugmentation(**config.augmentation) if config.augmentation else None
         # Saved next to the model, so that the pipeline prepares inputs as in training; the
@@ -218,34 +268,60 @@ class Trainer:
         self.processor = processor_for(
             self.model.config, image_size=config.image_size, num_frames=frames_per_clip(config.subset)
         )
-        self.train_collator = _PerBatchSeededCollator(
+        train_collator = _PositionSeededCollator(
             AVSBenchCollator.from_processor(
                 self.processor, config.subset, augmentation=augmentation, seed=config.seed
             ),
             config.seed,
-            self.accelerator.process_index,
         )
         eval_collator = AVSBenchCollator.from_processor(self.processor, config.subset)
-        self.train_set = AVSBenchSplit(config.data_dir, config.subset, "train")
+        self.num_workers = (
+            config.num_workers
+            if config.num_workers is not None
+            else default_num_workers(self.accelerator.num_processes)
+        )
+        loading = {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            # Worker seeds come from this generator, not from the global RNG (which resuming restores).
+            "generator": torch.Generator().manual_seed(config.seed),
+        }
+        with library_progress_bars(verbose):
+            self.train_set = AVSBenchSplit(config.data_dir, config.subset, "train")
+            val_set = (
+                AVSBenchSplit(config.data_dir, config.subset, config.validation_split)
+                if config.validation_split
+                else None
+            )
         self.train_loader = DataLoader(
-            self.train_set,
+            _PositionedSplit(self.train_set),
             batch_size=config.batch_size,
             sampler=EpochPermutationSampler(len(self.train_set), config.seed),
-            collate_fn=self.train_collator,
-            num_workers=config.num_workers,
+            collate_fn=train_collator,
+            **loading,
         )
         self.val_loader = None
-        if config.validation_split:
-            val_set = AVSBenchSplit(config.data_dir, config.subset, config.validation_split)
+        if val_set is not None:
             self.val_loader = DataLoader(
-                val_set, batch_size=config.eval_batch_size, collate_fn=_WithVideoInfo(eval_collator)
+                val_set,
+                batch_size=config.eval_batch_size,
+                collate_fn=_WithVideoInfo(eval_collator),
+                **loading,
             )
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(
             self.model, self.optimizer, self.train_loader
         )
         if self.val_loader is not None:
             self.val_loader = self.accelerator.prepare(self.val_loader)
-        self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_miou": None, "history": []}
+        self.progress, self.progress_values = None, {}
+        self.state = {
+            "epoch": 0,
+            "step_in_epoch": 0,
+            "global_step": 0,
+            "best_miou": None,
+            "best_checkpoint": None,
+            "history": [],
+        }
         if self.accelerator.log_with:
             self.accelerator.init_trackers(
                 "avs_models", config={"subset": config.subset, "seed": config.seed}
@@ -263,7 +339,8 @@ class Trainer:
         accelerator.wait_for_everyone()
         accelerator.save_state(str(temporary))
         if accelerator.is_main_process:
-            (temporary / "trainer_state.json").write_text(json.dumps(self.state, indent=1))
+            (temporary / TRAINER_STATE).write_text(json.dumps(self.state, indent=1))
+            (temporary / TRAINING_CONFIG).write_text(json.dumps(self._run_identity(), indent=1))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if final.exists():
@@ -273,27 +350,70 @@ class Trainer:
             pointer.write_text(name)
             os.replace(pointer, root / LATEST)
             logger.info("checkpoint %s written (step %d)", final, self.state["global_step"])
+            self._prune_checkpoints(keep=name)
         accelerator.wait_for_everyone()
         return final
 
-    def load_checkpoint(self, path: Path | None = None) -> None:
+    def _prune_checkpoints(self, keep: str) -> None:
+        """Delete all but the newest `save_total_limit` checkpoints and the best one (main process,
+        after `latest` points at the new one, so a kill while deleting loses nothing needed)."""
+        root = self.output_dir / CHECKPOINTS
+        for stale in root.glob(".tmp-*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        limit = self.config.save_total_limit
+        if limit is None:
+            return
+        folders = [path for path in root.iterdir() if path.is_dir() and (path / TRAINER_STATE).is_file()]
+        newest_first = sorted(folders, key=_checkpoint_step, reverse=True)
+        kept = {keep, self.state["best_checkpoint"]} | {path.name for path in newest_first[:limit]}
+        for path in newest_first:
+            if path.name not in kept:
+                shutil.rmtree(path)
+                logger.info("checkpoint %s deleted (save_total_limit=%d)", path, limit)
+
+    def _run_identity(self) -> dict:
+        """The training configuration plus the number of processes: what a resume must match."""
+        return {**self.config.to_dict(), "num_processes": self.accelerator.num_processes}
+
+    def load_checkpoint(self, path: Path | None = None, ignore_config_changes: bool = False) -> None:
         root = self.output_dir / CHECKPOINTS
         if path is None:
             if not (root / LATEST).is_file():
                 raise FileNotFoundError(f"--resume: no checkpoint under {root} (missing {root / LATEST})")
             path = root / (root / LATEST).read_text().strip()
+        if not ignore_config_changes:
+            self._check_resumable(path)
         self.accelerator.load_state(str(path))
-        self.state = json.loads((path / "trainer_state.json").read_text())
+        self.state = {"best_checkpoint": None, **json.loads((path / TRAINER_STATE).read_text())}
         logger.info(
             "resumed from %s at epoch %d, step %d", path, self.state["epoch"], self.state["global_step"]
         )
+
+    def _check_resumable(self, path: Path) -> None:
+        saved_file = path / TRAINING_CONFIG
+        if not saved_file.is_file():
+            raise ValueError(
+                f"cannot resume from {path}: it holds no {TRAINING_CONFIG} (written by an older version), so "
+                "its training configuration cannot be compared; pass --resume-ignore-config to resume anyway"
+            )
+        differences = resume_differences(json.loads(saved_file.read_text()), self._run_identity())
+        if differences:
+            raise ValueError(
+                f"cannot resume from {path}: the training configuration differs from the checkpoint's in "
+                f"{len(differences)} setting(s) that change the run (checkpoint -> now): "
+                + "; ".join(differences)
+                + ". Restore them to continue the same run, or pass --resume-ignore-config to resume anyway "
+                "(the result then matches no uninterrupted run)."
+            )
 
     def _save_model(self, name: str) -> None:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             temporary, final = self.output_dir / f".tmp-{name}", self.output_dir / name
             shutil.rmtree(temporary, ignore_errors=True)
-            self.accelerator.unwrap_model(self.model).save_pretrained(temporary)
+            # No "Writing model shards" bar breaking into the training bar.
+            with library_progress_bars(False):
+                self.accelerator.unwrap_model(self.model).save_pretrained(temporary)
             self.processor.save_pretrained(temporary)
             if final.exists():
                 shutil.rmtree(final)
@@ -307,12 +427,20 @@ class Trainer:
                 {k: v for k, v in values.items() if isinstance(v, (int, float))}, step=values["step"]
             )
 
-    def train(self, resume: bool = False) -> dict:
-        config, accelerator = self.config, self.accelerator
+    def train(self, resume: bool = False, ignore_config_changes: bool = False) -> dict:
+        """Run the remaining epochs. `resume` continues from `checkpoints/latest` after checking
+        that its training configuration matches this one (`RESUME_MUST_MATCH`), unless
+        `ignore_config_changes`."""
         if resume:
-            self.load_checkpoint()
+            self.load_checkpoint(ignore_config_changes=ignore_config_changes)
+        # Log lines are written above the progress bar instead of through it.
+        with logging_redirect_tqdm():
+            return self._train()
+
+    def _train(self) -> dict:
+        config, accelerator = self.config, self.accelerator
         steps_per_epoch = len(self.train_loader)
-        progress = tqdm(
+        self.progress = tqdm(
             total=steps_per_epoch * config.num_epochs,
             initial=self.state["global_step"],
             desc="train",
@@ -322,7 +450,6 @@ class Trainer:
         for epoch in range(self.state["epoch"], config.num_epochs):
             self.train_loader.set_epoch(epoch)
             loader = self.train_loader
-            self.train_collator.start_epoch(epoch, self.state["step_in_epoch"])
             if self.state["step_in_epoch"]:
                 loader = accelerator.skip_first_batches(loader, self.state["step_in_epoch"])
             self.model.train()
@@ -333,7 +460,7 @@ class Trainer:
                 self.optimizer.zero_grad()
                 self.state["step_in_epoch"] += 1
                 self.state["global_step"] += 1
-                progress.update(1)
+                self.progress.update(1)
                 step = self.state["global_step"]
                 if step % config.logging_steps == 0 or step == 1:
                     self._log_step(outputs, epoch, step, started)
@@ -343,14 +470,14 @@ class Trainer:
             if self.val_loader is not None:
                 self._validate(epoch)
             self.save_checkpoint(f"epoch-{epoch + 1}")
-        progress.close()
+        self.progress.close()
         self._save_model("final")
         unwrapped = accelerator.unwrap_model(self.model)
         checksum = weights_checksum(unwrapped)
         # One line per process: data-parallel replicas must end with identical weights.
         (self.output_dir / f"weights_checksum_process{accelerator.process_index}.txt").write_text(checksum)
         if accelerator.is_main_process:
-            (self.output_dir / "trainer_state.json").write_text(json.dumps(self.state, indent=1))
+            (self.output_dir / TRAINER_STATE).write_text(json.dumps(self.state, indent=1))
             if config.push_to_hub:
                 unwrapped.push_to_hub(config.push_to_hub)
                 self.processor.push_to_hub(config.push_to_hub)
@@ -372,6 +499,7 @@ class Trainer:
                 values[name] = [round(float(item), 5) for item in torch.as_tensor(value).flatten().tolist()]
         self._log(values)
         if self.accelerator.is_main_process:
+            self.progress.set_postfix(self._postfix(loss=f"{loss:.4f}"), refresh=False)
             logger.info("step %d: %s", step, values)
 
     def _validate(self, epoch: int) -> None:
@@ -385,10 +513,62 @@ class Trainer:
         }
         self._log(scores)
         if self.accelerator.is_main_process:
+            self.progress.set_postfix(self._postfix(val_miou=f"{result['miou']:.4f}"))
             logger.info("epoch %d validation (%s definition): %s", epoch + 1, result["definition"], scores)
         if self.state["best_miou"] is None or result["miou"] > self.state["best_miou"]:
             self.state["best_miou"] = result["miou"]
+            # The checkpoint written at the end of this epoch, kept by the checkpoint pruning.
+            self.state["best_checkpoint"] = f"epoch-{epoch + 1}"
             self._save_model("best")
+
+    def _postfix(self, **latest: str) -> dict:
+        """The progress bar's latest loss and validation mIoU."""
+        self.progress_values.update(latest)
+        return self.progress_values
+
+
+def default_num_workers(num_processes: int) -> int:
+    """DataLoader workers per training process when `num_workers` is null: the CPU cores available
+    to this job shared among its processes, at most 4 each, at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores // max(1, num_processes)))
+
+
+def _checkpoint_step(path: Path) -> int:
+    return json.loads((path / TRAINER_STATE).read_text())["global_step"]
+
+
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool):
+    """Transformers', the Hub's and Datasets' progress bars on or off for a block, then as before."""
+    import datasets
+    import transformers
+
+    before = (transformers.utils.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled())
+    if not enabled:
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if before[0]:
+            transformers.utils.logging.enable_progress_bar()
+        if before[1]:
+            datasets.enable_progress_bars()
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Console logging of a training command: with `verbose`, INFO lines (every logged step,
+    checkpoints, Accelerate's messages) from every process, each line naming its process; by
+    default warnings and errors only, from the main process only (the others print errors).
+    Python warnings go through logging too, so the other processes' duplicates are dropped."""
+    rank = int(os.environ.get("RANK", "0"))
+    if verbose:
+        level, line = logging.INFO, f"%(asctime)s [process {rank}] %(levelname)s %(name)s: %(message)s"
+    else:
+        level, line = (logging.WARNING if rank == 0 else logging.ERROR), "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=line, force=True)
+    logging.captureWarnings(True)
 
 
 def _launched_without_accelerators() -> bool:
@@ -410,6 +590,11 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def train(config: TrainingConfig, resume: bool = False) -> dict:
-    """Train as `config` says; returns the trainer state (history of logged values, best mIoU)."""
-    return Trainer(config).train(resume=resume)
+def train(
+    config: TrainingConfig, resume: bool = False, ignore_config_changes: bool = False, verbose: bool = False
+) -> dict:
+    """Train as `config` says; returns the trainer state (history of logged values, best mIoU).
+
+    `resume` continues from the latest checkpoint if its training configuration matches (or
+    regardless, with `ignore_config_changes`); `verbose` shows library progress bars too."""
+    return Trainer(config, verbose=verbose).train(resume=resume, ignore_config_changes=ignore_config_changes)
