@@ -87,9 +87,11 @@ def split_records(data_dir):
     return AVSBenchReader(data_dir, "s4").records("train")
 
 
-def test_evaluate_command_errors(tmp_path, data_dir):
-    with pytest.raises(FileNotFoundError, match="MODEL_DIR"):
-        main(["evaluate", str(tmp_path / "none"), str(data_dir)])
+def test_evaluate_command_errors(tmp_path, data_dir, model_dir, capsys):
+    assert main(["evaluate", str(tmp_path / "none"), str(data_dir)]) == 2
+    assert f"error: MODEL_DIR '{tmp_path / 'none'}' is not a folder" in capsys.readouterr().err
+    assert main(["evaluate", str(model_dir), str(model_dir), str(data_dir)]) == 2
+    assert f"error: MODEL_DIR given more than once: {model_dir}" in capsys.readouterr().err
 
 
 def test_evaluate_command_prepares_inputs_with_the_saved_processor(data_dir, model_dir, tmp_path, capsys):
@@ -113,3 +115,48 @@ def test_evaluate_command_prepares_inputs_with_the_saved_processor(data_dir, mod
     default = evaluate_split(model, data_dir, "s4", "train", image_size=24)
     assert clean["miou"] == pytest.approx(saved["miou"]) and clean["fscore"] == pytest.approx(saved["fscore"])
     assert (clean["miou"], clean["fscore"]) != pytest.approx((default["miou"], default["fscore"]))
+
+
+def test_fscore_batch_videos_defaults_to_the_family_and_can_be_set(data_dir, model_dir, tmp_path, capsys):
+    model = AutoModelForAudioVisualSegmentation.from_pretrained(model_dir)
+    default = evaluate_split(model, data_dir, "s4", "train", image_size=32)
+    assert default["fscore_batch_videos"] == 1  # PCMANet's official test batch
+    # the loader's batch size does not change the official F-score's batches
+    loader_batches = evaluate_split(model, data_dir, "s4", "train", image_size=32, batch_size=3)
+    assert loader_batches["fscore"] == default["fscore"] and loader_batches["miou"] == default["miou"]
+    output = tmp_path / "result.json"
+    argv = ["evaluate", str(model_dir), str(data_dir), "--split", "train", "--image-size", "32"]
+    assert main([*argv, "--fscore-batch-videos", "2", "--json", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "per test batch of 2 videos" in printed
+    clean = json.loads(output.read_text())["clean"]
+    paired = evaluate_split(model, data_dir, "s4", "train", image_size=32, fscore_batch_videos=2)
+    assert clean["fscore_batch_videos"] == 2 and clean["fscore"] == pytest.approx(paired["fscore"])
+    assert paired["fscore"] != pytest.approx(default["fscore"])
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--fscore-batch-videos", "0"])
+    assert exit_info.value.code == 2
+    assert "must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_evaluate_command_compares_several_models(data_dir, model_dir, tmp_path, capsys):
+    torch.manual_seed(1)
+    other = tmp_path / "other"
+    config = AutoConfig.for_model(TINY_MODEL["model_type"], **TINY_MODEL["config"])
+    AutoModelForAudioVisualSegmentation.from_config(config).save_pretrained(other)
+    output = tmp_path / "comparison.json"
+    argv = ["evaluate", str(model_dir), str(other), str(data_dir), "--split", "train", "--image-size", "32"]
+    assert main([*argv, "--per-category", "--json", str(output)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(output.read_text())
+    assert list(results) == [str(model_dir), str(other)]
+    for folder in (model_dir, other):
+        model = AutoModelForAudioVisualSegmentation.from_pretrained(folder)
+        direct = evaluate_split(model, data_dir, "s4", "train", image_size=32)
+        assert results[str(folder)]["clean"]["miou"] == pytest.approx(direct["miou"])
+        assert f"1 {model_dir}" in printed and f"2 {other}" in printed
+    assert results[str(model_dir)]["clean"]["miou"] != results[str(other)]["clean"]["miou"]
+    categories = {str(r.group) for r in split_records(data_dir)}
+    assert set(results[str(other)]["clean"]["per_category"]) == categories
+    assert "mIoU 1" in printed and "F 2" in printed
+    assert all(any(line.startswith(category) for line in printed.splitlines()) for category in categories)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from metric_reference import per_threshold_loop_scores
 
 from avs_models.metrics import BinaryMaskMetric, SemanticSegmentationMetric
 
@@ -163,31 +164,6 @@ def test_semantic_metric_errors():
 
 
 # ----- the F-score's counting formulation gives the per-threshold loop's numbers exactly
-
-
-def per_threshold_loop_scores(probabilities, target):
-    """The F curve and IoUs as the metric computed them before (and as the official scripts do):
-    one comparison of every pixel with every threshold. Kept here as the reference."""
-    target = target.float()
-    prediction = (probabilities > 0.5).float()
-    intersection = (prediction * target).sum()
-    union = torch.maximum(prediction, target).sum()
-    if target.sum() == 0:
-        official_iou = ((1 - target) * (1 - prediction)).sum() / (target.numel() + 1e-7)
-        jaccard = 1.0 if prediction.sum() == 0 else 0.0
-    else:
-        official_iou = intersection / (union + 1e-7)
-        jaccard = (intersection / union).item()
-    f_curve = None
-    if target.mean() != 0:
-        thresholds = torch.linspace(0, 1 - 1e-10, 255)
-        above = (probabilities.flatten()[None, :] >= thresholds[:, None]).float()
-        true_positives = (above * target.flatten()[None, :]).sum(dim=1)
-        precision = true_positives / (above.sum(dim=1) + 1e-20)
-        recall = true_positives / (target.sum() + 1e-20)
-        curve = (1 + 0.3) * precision * recall / (0.3 * precision + recall)
-        f_curve = torch.nan_to_num(curve, nan=0.0).tolist()
-    return {"official_iou": float(official_iou), "jaccard": float(jaccard), "f_curve": f_curve}
 
 
 def edge_case_frames(generator):
@@ -420,3 +396,20 @@ def test_avss_ignore_index_is_configurable_and_ids_out_of_range_are_refused():
         SemanticSegmentationMetric(num_classes=3).update(
             torch.full((1, 1, 3, 2, 2), float("nan")), torch.zeros(1, 1, 2, 2)
         )
+
+
+def test_remaining_argument_errors():
+    from avs_models.metrics import binary_frame_scores
+
+    with pytest.raises(ValueError, match="is boolean, so it cannot hold 0/255 values"):
+        BinaryMaskMetric(mask_values="0/255").update(
+            torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2, dtype=torch.bool)
+        )
+    with pytest.raises(ValueError, match=r"video_ids must have one entry per video \(1\), got 2"):
+        BinaryMaskMetric().update(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), video_ids=["a", "b"])
+    with pytest.raises(ValueError, match="labels must be"):
+        SemanticSegmentationMetric(num_classes=3).update(torch.zeros(1, 1, 3, 2, 2), torch.zeros(1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"must both be \[H, W\]"):
+        binary_frame_scores(torch.zeros(2, 2), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="found values 255"):
+        binary_frame_scores(torch.zeros(2, 2), torch.full((2, 2), 255))

@@ -91,6 +91,7 @@ def evaluate_split(
     image_size: int = 224,
     batch_size: int = 1,
     definition: str = "official",
+    fscore_batch_videos: int | None = None,
     snr_db: float | None = None,
     swap_audio: bool = False,
     frame_noise_std: float | None = None,
@@ -100,7 +101,10 @@ def evaluate_split(
     """Metrics of `model` on one split (see `avs_models.metrics` for the definitions).
 
     Frames and audio are prepared by `processor` (e.g. the `AudioVisualProcessor` saved with the
-    model), or by default at `image_size` with the model's audio feature extractor.
+    model), or by default at `image_size` with the model's audio feature extractor. `batch_size`
+    is the data loader's; the official binary F-score is maximised per batch of
+    `fscore_batch_videos` videos (default: the model family's official test batch,
+    `avs_models.metrics.OFFICIAL_FSCORE_BATCH_VIDEOS`), whatever the loader's batch size.
     """
     processor = processor or processor_for(
         model.config, image_size=image_size, num_frames=frames_per_clip(subset)
@@ -118,7 +122,7 @@ def evaluate_split(
         collate_fn=_WithVideoInfo(AVSBenchCollator.from_processor(processor, subset)),
     )
     prepared_model, loader = accelerator.prepare(model, loader)
-    metric = make_metric(subset, model, definition)
+    metric = make_metric(subset, model, definition, fscore_batch_videos)
     result = evaluate_model(prepared_model, loader, accelerator, metric, progress=progress)
     if isinstance(metric, BinaryMaskMetric):
         result["per_category"] = metric.compute(per_category=True)["per_category"]
@@ -134,15 +138,63 @@ def evaluate_split(
     return result
 
 
-def format_table(rows: list[dict]) -> str:
-    """A plain-text table of `{"setting", "miou", "fscore", ...}` rows."""
-    header = f"{'setting':<28} {'mIoU':>8} {'F-score':>8} {'frames':>7}"
-    lines = [header, "-" * len(header)]
+def format_table(rows: list[dict], label: str = "setting") -> str:
+    """A plain-text table of `{label, "miou", "fscore", ...}` rows; "F batch" is the number of
+    videos per official F-score batch (`-` where no batch enters the F-score)."""
+    table = [[label, "mIoU", "F-score", "F batch", "frames"]]
     for row in rows:
-        lines.append(
-            f"{row['setting']:<28} {row['miou']:>8.4f} {row['fscore']:>8.4f} {row.get('num_frames', 0):>7}"
+        batch = row.get("fscore_batch_videos")
+        table.append(
+            [
+                str(row[label]),
+                f"{row['miou']:.4f}",
+                f"{row['fscore']:.4f}",
+                "-" if batch is None else str(batch),
+                str(row.get("num_frames", 0)),
+            ]
         )
+    return _aligned(table)
+
+
+def format_category_comparison(results: dict[str, dict]) -> str:
+    """Per-category mIoU and F-score of several models side by side: `results` maps a model's
+    name to an `evaluate_split` result with `"per_category"`; models are numbered as listed."""
+    categories = sorted({name for result in results.values() for name in result.get("per_category", {})})
+    table = [
+        ["category"]
+        + [f"{column} {number}" for number in range(1, len(results) + 1) for column in ("mIoU", "F")]
+    ]
+    for category in categories:
+        cells = [category]
+        for result in results.values():
+            scores = result.get("per_category", {}).get(category)
+            cells += ["-", "-"] if scores is None else [f"{scores['miou']:.4f}", f"{scores['fscore']:.4f}"]
+        table.append(cells)
+    return _aligned(table)
+
+
+def _aligned(table: list[list[str]]) -> str:
+    widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if column == 0 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths))
+        )
+        for row in table
+    ]
+    lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def describe_definition(result: dict) -> str:
+    """One line naming the definition a result was computed with."""
+    if result.get("fscore_batch_videos") is not None:
+        batch = result["fscore_batch_videos"]
+        return (
+            f"{result['definition']} definition (F-score: maximum over thresholds per test batch of "
+            f"{batch} video{'s' if batch > 1 else ''}, mean over batches)"
+        )
+    return f"{result['definition']} definition"
 
 
 @torch.no_grad()

@@ -1,21 +1,35 @@
-"""`avs-models evaluate MODEL_DIR DATA_DIR --subset s4 --split test`: metrics table and JSON."""
+"""`avs-models evaluate MODEL_DIR [MODEL_DIR ...] DATA_DIR --subset s4 --split test`: metrics table and JSON.
+
+With several model folders, every model is evaluated on the same split and one comparison table
+is printed (and, with `--per-category`, one table of categories by model).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="mIoU and F-score of a saved model on an AVSBench split",
+        help="mIoU and F-score of saved models on an AVSBench split",
         description=(
             "Scores a saved model on an AVSBench split with the official mIoU and F-score (or another metric "
             "definition), optionally also under audio or frame noise; prints a table and the JSON results."
         ),
     )
-    parser.add_argument("model_dir", help="a save_pretrained folder")
+    parser.add_argument(
+        "model_dirs", nargs="+", metavar="MODEL_DIR", help="save_pretrained folders (several: a comparison)"
+    )
     parser.add_argument("data_dir", help="AVSBench in the official layout, or an exported dataset")
     parser.add_argument(
         "--subset", choices=("s4", "ms3", "avss"), default="s4", help="AVSBench subset (default s4)"
@@ -27,11 +41,22 @@ def add_parser(subparsers) -> None:
         "--definition", default="official", help="official | per_frame (S4/MS3) | dataset (AVSS)"
     )
     parser.add_argument(
+        "--fscore-batch-videos",
+        type=_positive_int,
+        help="videos per official F-score batch (the F-score is maximised per test batch); by default "
+        "each model family's official test batch (1 for PCMANet and C3N)",
+    )
+    parser.add_argument(
         "--image-size",
-        type=int,
+        type=_positive_int,
         help="frame size; by default the processor saved with the model decides (224 if it has none)",
     )
-    parser.add_argument("--batch-size", type=int, default=1, help="clips per forward pass (default 1)")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1,
+        help="clips per forward pass (default 1); changes no score",
+    )
     parser.add_argument("--per-category", action="store_true", help="also print one row per category")
     parser.add_argument(
         "--noise-snr",
@@ -60,42 +85,81 @@ def saved_processor(model_dir: str):
     return AudioVisualProcessor.from_pretrained(model_dir)
 
 
-def run(args) -> int:
-    from avs_models.evaluation import evaluate_split, format_table
+def evaluate_model_dir(model_dir: str, args) -> dict[str, dict]:
+    """Every requested setting (clean, audio noise, frame noise) of one saved model."""
+    from avs_models.evaluation import evaluate_split
     from avs_models.models.auto import AutoModelForAudioVisualSegmentation
+    from avs_models.training.trainer import library_progress_bars
 
-    if not Path(args.model_dir).is_dir():
-        raise FileNotFoundError(f"MODEL_DIR {args.model_dir!r} is not a folder")
-    model = AutoModelForAudioVisualSegmentation.from_pretrained(args.model_dir)
+    with library_progress_bars(False):  # one progress bar per evaluation, none for loading
+        model = AutoModelForAudioVisualSegmentation.from_pretrained(model_dir)
     options = {
         # An explicit --image-size replaces the saved processor.
-        "processor": saved_processor(args.model_dir) if args.image_size is None else None,
+        "processor": saved_processor(model_dir) if args.image_size is None else None,
         "image_size": args.image_size or 224,
         "batch_size": args.batch_size,
         "definition": args.definition,
+        "fscore_batch_videos": args.fscore_batch_videos,
         "progress": True,
     }
-    results = {"clean": evaluate_split(model, args.data_dir, args.subset, args.split, **options)}
-    for snr in args.noise_snr:
-        results[f"audio noise {snr:g} dB"] = evaluate_split(
-            model, args.data_dir, args.subset, args.split, snr_db=snr, **options
-        )
-    for std in args.frame_noise:
-        results[f"frame noise std {std:g}"] = evaluate_split(
-            model, args.data_dir, args.subset, args.split, frame_noise_std=std, **options
-        )
-    rows = [{"setting": name, **result} for name, result in results.items()]
-    if args.per_category:
-        for name, result in results["clean"].get("per_category", {}).items():
-            rows.append({"setting": f"  {name}", **result})
-    print(f"{args.subset} {args.split}, {results['clean']['definition']} definition")
-    print(format_table(rows))
-    summary = {
-        name: {key: value for key, value in result.items() if args.per_category or key != "per_category"}
-        for name, result in results.items()
+    settings = [("clean", {})]
+    settings += [(f"audio noise {snr:g} dB", {"snr_db": snr}) for snr in args.noise_snr]
+    settings += [(f"frame noise std {std:g}", {"frame_noise_std": std}) for std in args.frame_noise]
+    return {
+        name: evaluate_split(model, args.data_dir, args.subset, args.split, **options, **perturbation)
+        for name, perturbation in settings
     }
+
+
+def run(args) -> int:
+    from avs_models.evaluation import describe_definition, format_category_comparison, format_table
+
+    for model_dir in args.model_dirs:
+        if not Path(model_dir).is_dir():
+            raise FileNotFoundError(f"MODEL_DIR {model_dir!r} is not a folder")
+    if repeated := sorted({d for d in args.model_dirs if args.model_dirs.count(d) > 1}):
+        raise ValueError(f"MODEL_DIR given more than once: {', '.join(repeated)}")
+    # One model in memory at a time.
+    results = {model_dir: evaluate_model_dir(model_dir, args) for model_dir in args.model_dirs}
+
+    print(f"{args.subset} {args.split}")
+    if len(results) == 1:
+        (model_results,) = results.values()
+        print(describe_definition(model_results["clean"]))
+        rows = [{"setting": name, **result} for name, result in model_results.items()]
+        if args.per_category:
+            for name, result in model_results["clean"].get("per_category", {}).items():
+                rows.append({"setting": f"  {name}", **result})
+        print(format_table(rows))
+        summary = _without_categories(model_results, args.per_category)
+    else:
+        definitions = {describe_definition(result["clean"]) for result in results.values()}
+        print(*sorted(definitions), sep="\n")
+        rows = [
+            {
+                "model": f"{number} {model_dir}"
+                if setting == "clean"
+                else f"{number} {model_dir}, {setting}",
+                **result,
+            }
+            for number, (model_dir, settings) in enumerate(results.items(), start=1)
+            for setting, result in settings.items()
+        ]
+        print(format_table(rows, label="model"))
+        if args.per_category:
+            print(format_category_comparison({name: settings["clean"] for name, settings in results.items()}))
+        summary = {
+            name: _without_categories(settings, args.per_category) for name, settings in results.items()
+        }
     text = json.dumps(summary, indent=1)
     print(text)
     if args.json_path:
         Path(args.json_path).write_text(text)
     return 0
+
+
+def _without_categories(settings: dict[str, dict], per_category: bool) -> dict[str, dict]:
+    return {
+        name: {key: value for key, value in result.items() if per_category or key != "per_category"}
+        for name, result in settings.items()
+    }
