@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ...data.avss_classes import AVSS_CLASS_NAMES
+from ...data.avss_classes import AVSS_NUM_CLASSES, avss_id2label
 from ...processing import processor_for
 from ..backbones import (
     convert_official_pvt_v2_state_dict,
@@ -34,6 +34,7 @@ from ..backbones import (
     resnet50_backbone_config,
 )
 from ..conversion_utils import load_state_dict_strictly, load_weights_only
+from ..labels import is_semantic_segmentation
 from ..vggish.configuration_vggish import VGGishConfig
 from ..vggish.convert_vggish_original_to_hf import convert_vggish_state_dict
 from .configuration_avsegformer import AVSegFormerConfig
@@ -150,8 +151,8 @@ def config_from_official_state_dict(state_dict: dict[str, torch.Tensor], **overr
             state_dict["head.fc.2.weight"].shape[0],
         ],
     }
-    if num_labels == len(AVSS_CLASS_NAMES):
-        kwargs["id2label"] = dict(enumerate(AVSS_CLASS_NAMES))
+    if num_labels == AVSS_NUM_CLASSES:
+        kwargs["id2label"] = avss_id2label()
     else:
         kwargs["num_labels"] = num_labels
     kwargs.update(overrides)
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model, dropped = convert_avsegformer_checkpoint(load_official_state_dict(args.checkpoint))
     model.save_pretrained(args.output_dir)
-    inputs = dict(_BINARY_INPUT if model.config.num_labels == 1 else _SEMANTIC_INPUT)
+    inputs = dict(_SEMANTIC_INPUT if is_semantic_segmentation(model.config) else _BINARY_INPUT)
     if args.image_size is not None:
         inputs["image_size"] = args.image_size
     processor_for(model.config, **inputs).save_pretrained(args.output_dir)

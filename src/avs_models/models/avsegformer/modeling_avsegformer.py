@@ -32,7 +32,7 @@ from transformers.utils import ModelOutput
 from ..auto import sub_model_from_config
 from ..hub_code import HubModelMixin
 from ..inputs import check_finite, check_pixel_values, check_shape
-from ..labels import IGNORE_INDEX, check_binary_mask, check_class_map
+from ..labels import IGNORE_INDEX, check_binary_mask, check_class_map, is_semantic_segmentation
 from .configuration_avsegformer import AVSegFormerConfig
 
 # The encoder reads the last three backbone stages; the first feeds the mask feature.
@@ -666,7 +666,8 @@ class AVSegFormerForAudioVisualSegmentation(AVSegFormerPreTrainedModel):
 
         logits = logits.flatten(0, 1).index_select(0, selected).float()
         labels = labels.flatten(0, 1).index_select(0, selected.to(labels.device))
-        if self.config.num_labels == 1:
+        semantic = is_semantic_segmentation(self.config)
+        if not semantic:
             target = check_binary_mask("labels", labels).float()
             counted = torch.ones_like(target)
             if self.config.mask_loss == "dice":
@@ -685,7 +686,7 @@ class AVSegFormerForAudioVisualSegmentation(AVSegFormerPreTrainedModel):
 
         channel_mean = mask_feature.flatten(0, 1).index_select(0, selected).float().mean(dim=1, keepdim=True)
         channel_mean = F.interpolate(channel_mean, size=(height, width), mode="bilinear", align_corners=False)
-        if self.config.num_labels == 1 and self.config.mask_loss == "bce":
+        if not semantic and self.config.mask_loss == "bce":
             mix_loss = F.binary_cross_entropy_with_logits(channel_mean[:, 0], target)
         else:
             mix_loss = _dice_loss(channel_mean[:, 0], target, counted)
