@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from avs_models.families import model_families
 from avs_models.models.labels import IGNORE_INDEX, MASK_VALUE_CONVENTIONS, check_binary_mask, check_class_map
 
 BINARY_DEFINITIONS = ("official", "per_frame")
@@ -60,12 +61,14 @@ _PR_EPS = 1e-20
 _SEMANTIC_EPS = 2.220446049250313e-16
 
 # Videos per test batch in each model family's official test script: its F-score (and mIoU) is
-# averaged over batches of this many videos. Sources: PCMANet `avs_scripts/*/test.py`
-# (`--test_batch_size` default 1); C3N README test commands (`--test_batch_size 1`); AVSBench
-# (TPAVI) `avs_scripts/avs_{s4,ms3}/test.sh` (`--test_batch_size 4`; `test.py` alone defaults
-# to 1); AVSegFormer `config/{s4,ms3}/*.py` `dataset.test.batch_size=2` (4 in its first release).
-# The AVSS colour metrics sum per frame, so no batch size enters them.
-OFFICIAL_FSCORE_BATCH_VIDEOS = {"pcmanet": 1, "c3n": 1, "tpavi": 4, "avsegformer": 2}
+# averaged over batches of this many videos. The values and their sources (the official test
+# scripts' batch sizes) are in the per-family data file, `families.json`. The AVSS colour metrics
+# sum per frame, so no batch size enters them.
+OFFICIAL_FSCORE_BATCH_VIDEOS = {
+    model_type: facts["official_fscore_batch_videos"]
+    for model_type, facts in model_families().items()
+    if "official_fscore_batch_videos" in facts
+}
 
 
 def official_fscore_batch_videos(model_type: str) -> int:
