@@ -174,7 +174,8 @@ class HubCodeMixin:
             **{name: _auto_map_entry(cls) for name, cls in auto_classes.items()},
         }
         result = super().save_pretrained(save_directory, *args, **kwargs)
-        write_hub_code(save_directory, auto_classes.values())
+        if kwargs.get("is_main_process", True):  # distributed saves: the main process writes files
+            write_hub_code(save_directory, auto_classes.values())
         return result
 
 
@@ -262,7 +263,9 @@ class HubModelMixin(HubCodeMixin):
     and `from_pretrained` checks the safetensors files before loading them."""
 
     def hub_auto_classes(self) -> dict[str, type]:
-        auto_classes = {"AutoConfig": type(self.config), "AutoModel": type(self.base_model)}
+        # `AutoModel` builds the base model: a head's model under `base_model_prefix`, else the class itself.
+        base_model = self.base_model if isinstance(self.base_model, HubModelMixin) else self
+        auto_classes = {"AutoConfig": type(self.config), "AutoModel": type(base_model)}
         task_auto_class = _task_auto_class_name(type(self))
         if task_auto_class is not None:
             auto_classes[task_auto_class] = type(self)
