@@ -88,12 +88,16 @@ def dense_tpavi(block: TPAVIAudioVisualInteraction, visual, audio):
 
 def test_tpavi_block_equals_the_dense_official_formulation():
     torch.manual_seed(0)
-    block = tiny_model().tpavi["0"].double()
+    block = tiny_model().tpavi_blocks["0"].double()
     visual, audio = torch.randn(3, 5, 16, 6, 7, dtype=torch.float64), torch.randn(3, 5, 128, dtype=torch.float64)
-    fused, audio_features, attention = block(visual, audio, output_attentions=True)
     expected, expected_audio, f = dense_tpavi(block, visual, audio)
+    fused, audio_features, no_attention = block(visual, audio)
+    assert no_attention is None
     torch.testing.assert_close(fused, expected, rtol=0, atol=1e-12)
     torch.testing.assert_close(audio_features, expected_audio, rtol=0, atol=0)
+    # asked for, the attention maps are computed and the output is computed from them
+    fused, _, attention = block(visual, audio, None, True)
+    torch.testing.assert_close(fused, expected, rtol=0, atol=1e-12)
     # attention[g, s, t, h, w] is f / N of pixel (s, h, w) against any position of frame t
     f = f.view(3, 5, 6, 7, 5, 6, 7)
     torch.testing.assert_close(attention, f[..., 0, 0].permute(0, 1, 4, 2, 3), rtol=0, atol=1e-14)
@@ -148,7 +152,7 @@ def test_frame_mask_zeroes_padded_frames_as_the_official_avss_model():
     # no bias in the AVSS audio projection: padded frames' audio features are zero
     assert all(bool((a[:, 7:] == 0).all()) for a in output.audio_hidden_states)
     torch.testing.assert_close(output.logits, other.logits, rtol=0, atol=0)
-    assert "audio_projection.bias" not in dict(model.tpavi["0"].named_parameters())
+    assert "audio_projection.bias" not in dict(model.tpavi_blocks["0"].named_parameters())
 
 
 def test_binary_loss_and_audio_visual_matching_loss():
@@ -174,7 +178,7 @@ def test_binary_loss_and_audio_visual_matching_loss():
     torch.testing.assert_close(output.avm_loss, torch.stack(stage_losses).mean())
     torch.testing.assert_close(output.loss, output.segmentation_loss + 0.5 * output.avm_loss)
     output.loss.backward()
-    assert model.tpavi["0"].audio_projection.weight.grad.abs().sum() > 0
+    assert model.tpavi_blocks["0"].audio_projection.weight.grad.abs().sum() > 0
 
     plain = tiny_model()(**inputs, labels=labels)
     assert plain.avm_loss is None and torch.equal(plain.loss, plain.segmentation_loss)
@@ -264,8 +268,8 @@ def test_converter_reads_safely_and_refuses_what_it_cannot_place(tmp_path):
         }
     )
     assert {k: tuple(v.shape) for k, v in converted.items()} == {
-        "tpavi.1.query.weight": (8, 16),
-        "tpavi.1.output_norm.running_var": (16,),
+        "tpavi_blocks.1.query.weight": (8, 16),
+        "tpavi_blocks.1.output_norm.running_var": (16,),
         "head.classifier.bias": (1,),
     }
     assert dropped == ["path4.resConfUnit1.conv1.weight"]
@@ -293,11 +297,50 @@ def test_half_precision_is_finite_and_agrees_with_float32(dtype, tmp_path):
         assert agreement >= 0.99, agreement
 
 
+def test_bfloat16_autocast_is_finite_and_agrees_with_float32():
+    model = tiny_model()
+    inputs = clip_inputs(size=64)
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(**inputs).logits
+    assert bool(torch.isfinite(autocast).all())
+    assert ((autocast.float() > 0) == (reference > 0)).float().mean().item() >= 0.99
+
+
+def test_returned_maps_are_the_tensors_the_forward_used():
+    model = tiny_model(num_labels=71, tpavi_audio_bias=False)
+    output = model(**clip_inputs(batch=1, frames=10), output_hidden_states=True, output_attentions=True)
+    recorded = [*output.hidden_states, *output.audio_hidden_states, *output.attentions]
+    assert [tuple(a.shape) for a in output.attentions] == [(1, 10, 5, s, s) for s in (8, 4, 2, 1)]
+    for state in recorded:
+        state.retain_grad()
+    output.logits.sum().backward()
+    assert all(state.grad is not None for state in recorded)
+
+
+def test_forced_disk_offloading_gives_the_same_outputs(tmp_path):
+    model = tiny_model(audio_config=TINY_VGGISH)
+    inputs = {"pixel_values": clip_inputs()["pixel_values"], "input_features": torch.randn(2, 5, 1, 96, 64)}
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    model.save_pretrained(tmp_path / "model")
+    offloaded = TPAVIForAudioVisualSegmentation.from_pretrained(
+        tmp_path / "model",
+        device_map="auto",
+        max_memory={"cpu": model.get_memory_footprint() // 3},
+        offload_folder=tmp_path / "offload",
+    ).eval()
+    assert "disk" in set(offloaded.hf_device_map.values()), offloaded.hf_device_map
+    with torch.no_grad():
+        torch.testing.assert_close(offloaded(**inputs).logits, expected, rtol=1e-6, atol=1e-6)
+
+
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     model = tiny_model(avm_loss_weight=0.5).train()
     checkpointed = copy.deepcopy(model)
     checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    assert checkpointed.is_activation_checkpointing and checkpointed.tpavi["0"].gradient_checkpointing
+    assert checkpointed.is_activation_checkpointing and checkpointed.tpavi_blocks["0"].gradient_checkpointing
     inputs = {**clip_inputs(), "labels": (torch.rand(2, 5, 32, 32) > 0.5).float()}
     losses = []
     for candidate in (model, checkpointed):
@@ -346,7 +389,7 @@ def test_tiny_tpavi_trains_on_ms3_with_the_avm_loss_through_the_trainer(tmp_path
     assert isinstance(final, TPAVIForAudioVisualSegmentation) and final.config.avm_loss_weight == 0.5
     trained = final.state_dict()
     # TPAVI's batch norm starts at zero scale (as the official), so its first step trains that scale
-    for name in ("tpavi.0.output_norm.weight", "aspp.0.convs.0.weight", "head.classifier.weight"):
+    for name in ("tpavi_blocks.0.output_norm.weight", "aspp.0.convs.0.weight", "head.classifier.weight"):
         assert not torch.equal(trained[name], before[name]), name
     assert all(torch.equal(trained[k], before[k]) for k in before if k.startswith("audio_encoder."))
 

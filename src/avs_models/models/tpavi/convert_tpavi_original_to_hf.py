@@ -106,7 +106,7 @@ def _rename_head_key(key: str, tensor: torch.Tensor) -> tuple[str, torch.Tensor]
             return None
         if tensor.dim() == 5:  # 1x1x1 Conv3d weights -> linear weights
             tensor = tensor.flatten(1)
-        return f"tpavi.{int(match.group(1)) - 1}.{part}.{match.group(3)}", tensor
+        return f"tpavi_blocks.{int(match.group(1)) - 1}.{part}.{match.group(3)}", tensor
     return None
 
 
