@@ -7,14 +7,16 @@ import copy
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from ..auto import sub_config_from_dict
 from ..backbones import PVT_V2_B5_KWARGS
+from ..hub_code import HubConfigMixin
 
 CONSENSUS_MODES = ("audio_visual", "visual_only", "none")
 CCAM_WEIGHT_NORMALIZATIONS = ("l2", "none")
 AUDIO_SCORE_ACTIVATIONS = ("none", "sigmoid")
 
 
-class C3NConfig(PreTrainedConfig):
+class C3NConfig(HubConfigMixin, PreTrainedConfig):
     r"""
     Configuration of [`C3NForAudioVisualSegmentation`].
 
@@ -116,10 +118,8 @@ class C3NConfig(PreTrainedConfig):
         # Checked before PreTrainedConfig turns num_labels into an id2label map (where -3 becomes an
         # empty map, reported as 0), so the message shows the value given.
         check_num_labels(kwargs["num_labels"] if kwargs.get("num_labels") is not None else len(self.id2label))
-        if isinstance(self.audio_config, dict):
-            # Not a declared sub-config: the audio config classes (VGGish, PANNs, BEATs) exist only
-            # where avs_models is installed, like PCMANet's audio_config.
-            self.audio_config = AutoConfig.for_model(**self.audio_config)
+        # The package's own audio encoders resolve without the package too (Hub code): models/auto.py.
+        self.audio_config = sub_config_from_dict(self.audio_config)
         if self.audio_score_activation not in AUDIO_SCORE_ACTIVATIONS:
             raise ValueError(
                 f"audio_score_activation must be one of {AUDIO_SCORE_ACTIVATIONS}, got {self.audio_score_activation!r}"

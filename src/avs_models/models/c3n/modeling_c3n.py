@@ -33,6 +33,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ..audio_utils import encode_audio_segments
+from ..auto import sub_model_from_config
+from ..hub_code import HubModelMixin
 from ..inputs import check_finite, check_pixel_values, check_shape
 from ..label_names import AUDIOSET_CLASSES, IMAGENET_1K_CLASSES
 from ..labels import check_binary_mask
@@ -247,7 +249,7 @@ class C3NFusionBlock(GradientCheckpointingLayer):
         return F.interpolate(features, size=output_size, mode="bilinear", align_corners=True)
 
 
-class C3NPreTrainedModel(PreTrainedModel):
+class C3NPreTrainedModel(HubModelMixin, PreTrainedModel):
     config_class = C3NConfig
     base_model_prefix = "c3n"
     main_input_name = "pixel_values"
@@ -305,7 +307,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             raise ValueError(f"C3N supports {SUPPORTED_BACKBONES} backbones, got backbone model_type {model_type!r}")
         self.backbone = load_backbone(config)
         self.audio_encoder = (
-            AutoModelForAudioClassification.from_config(config.audio_config) if config.audio_config else None
+            sub_model_from_config(config.audio_config, AutoModelForAudioClassification) if config.audio_config else None
         )
         stage_channels = list(self.backbone.channels)
         if len(stage_channels) != 4:

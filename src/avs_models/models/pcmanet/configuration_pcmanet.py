@@ -5,13 +5,16 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from ..auto import sub_config_from_dict
+from ..hub_code import HubConfigMixin
+
 QSCA_TOKEN_LAYOUTS = ("official", "spatial")
 # Kept local (not imported from the package) so that the Hub copy of this file, loaded with
 # `trust_remote_code=True`, stands alone.
 ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
-class PCMANetConfig(PreTrainedConfig):
+class PCMANetConfig(HubConfigMixin, PreTrainedConfig):
     r"""Configuration of a [`PCMANetForAudioVisualSegmentation`].
 
     PCMANet (Progressive Confident Masking Attention Network, Wang et al.) fuses four visual
@@ -85,10 +88,8 @@ class PCMANetConfig(PreTrainedConfig):
         if self.id2label is None:
             kwargs.setdefault("num_labels", 1)
         super().__post_init__(**kwargs)
-        if isinstance(self.audio_config, dict):
-            # Not a declared sub-config: the VGGish config class exists only where avs_models is
-            # installed, and Hub users loading with trust_remote_code may not have it.
-            self.audio_config = AutoConfig.for_model(**self.audio_config)
+        # The package's own audio encoders resolve without the package too (Hub code): models/auto.py.
+        self.audio_config = sub_config_from_dict(self.audio_config)
         self.qsca_pool_sizes = list(self.qsca_pool_sizes)
         self.loss_stage_weights = [float(weight) for weight in self.loss_stage_weights]
         if self.hidden_size % self.avga_groups:
@@ -111,7 +112,5 @@ class PCMANetConfig(PreTrainedConfig):
                 f"{self.backbone_config.out_features}"
             )
 
-
-PCMANetConfig.register_for_auto_class()
 
 __all__ = ["PCMANetConfig"]

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.backbone_utils import load_backbone
 from transformers.utils import ModelOutput
 
+from ..auto import sub_model_from_config
+from ..hub_code import HubModelMixin
 from .configuration_pcmanet import PCMANetConfig
 
 
@@ -258,7 +260,7 @@ class PCMANetPredictionHead(nn.Module):
         return self.classifier(self.conv(hidden_states))
 
 
-class PCMANetPreTrainedModel(PreTrainedModel):
+class PCMANetPreTrainedModel(HubModelMixin, PreTrainedModel):
     config_class = PCMANetConfig
     base_model_prefix = "pcmanet"
     main_input_name = "pixel_values"
@@ -286,7 +288,7 @@ class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
     def __init__(self, config: PCMANetConfig):
         super().__init__(config)
         self.backbone = load_backbone(config)
-        self.audio_encoder = AutoModel.from_config(config.audio_config) if config.audio_config else None
+        self.audio_encoder = sub_model_from_config(config.audio_config) if config.audio_config else None
         channels = config.hidden_size
         self.audio_projection = nn.Linear(config.audio_embed_dim, channels)
         self.stage_projections = nn.ModuleList(
@@ -482,9 +484,5 @@ def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...]) -> 
             f"{name} must have shape {tuple(expected)} to match pixel_values (B, T, ...), got {tuple(tensor.shape)}"
         )
 
-
-# Saved configs get an `auto_map`, so Hub users without this package can load the model with
-# `trust_remote_code=True` (save_pretrained copies this file and the config's next to the weights).
-PCMANetForAudioVisualSegmentation.register_for_auto_class("AutoModel")
 
 __all__ = ["PCMANetForAudioVisualSegmentation", "PCMANetPreTrainedModel", "PCMANetSegmentationOutput"]

@@ -7,10 +7,12 @@ import copy
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from ..auto import sub_config_from_dict
 from ..backbones import ALL_STAGES, PVT_V2_B5_KWARGS
+from ..hub_code import HubConfigMixin
 
 
-class TPAVIConfig(PreTrainedConfig):
+class TPAVIConfig(HubConfigMixin, PreTrainedConfig):
     r"""Configuration of a [`TPAVIForAudioVisualSegmentation`].
 
     TPAVI is the baseline of AVSBench (Zhou et al., "Audio-Visual Segmentation", ECCV 2022, and
@@ -85,10 +87,8 @@ class TPAVIConfig(PreTrainedConfig):
         if self.id2label is None:
             kwargs.setdefault("num_labels", 1)
         super().__post_init__(**kwargs)
-        if isinstance(self.audio_config, dict):
-            # Not a declared sub-config: the VGGish config class exists only where avs_models is
-            # installed.
-            self.audio_config = AutoConfig.for_model(**self.audio_config)
+        # The package's own audio encoders resolve without the package too (Hub code): models/auto.py.
+        self.audio_config = sub_config_from_dict(self.audio_config)
         self.aspp_dilations = [int(rate) for rate in self.aspp_dilations]
         self.tpavi_stages = sorted({int(stage) for stage in self.tpavi_stages})
         self.avm_loss_stages = sorted({int(stage) for stage in self.avm_loss_stages})
