@@ -95,8 +95,10 @@ class TPAVIAudioVisualInteraction(GradientCheckpointingLayer):
     audio of frame `t`, repeated over that frame's pixels: `y = (theta(x) phi(a)^T / N) g(x)`
     (no softmax), then `LayerNorm(x + BN(W_z y))`. The 1x1x1 convolutions of the official code
     are linear maps on channels-last tokens. Since the attention has no softmax and the audio
-    keys repeat over space, `(Q K^T) V` is computed as `Q (K^T V)` with the values averaged per
-    frame first: the same result without the `N x N` matrix.
+    keys repeat over a frame's pixels, `(Q K^T) V` is computed as `Q (K^T V)` with the values
+    averaged per frame first: the same result without the `N x N` matrix. When the attention
+    maps are asked for, the output is computed from them (same result), so they are the
+    tensors the forward used.
     """
 
     def __init__(self, channels: int, audio_dim: int, audio_bias: bool = True, layer_norm_eps: float = 1e-5):
@@ -111,30 +113,41 @@ class TPAVIAudioVisualInteraction(GradientCheckpointingLayer):
         self.layer_norm = nn.LayerNorm(channels, eps=layer_norm_eps)
 
     def forward(
-        self, visual: torch.Tensor, audio: torch.Tensor, output_attentions: bool = False
+        self,
+        visual: torch.Tensor,
+        audio: torch.Tensor,
+        frames_per_group: int | None = None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """visual `(G, S, C, h, w)`, audio `(G, S, audio_dim)` for `G` groups of `S` frames.
+        """visual `(B, T, C, h, w)`, audio `(B, T, audio_dim)`; attention within groups of
+        `S = frames_per_group` consecutive frames (`S` divides `T`; `None`: whole clips).
 
-        Returns the fused maps `(G, S, C, h, w)`, the projected audio `(G, S, C)` and, when
-        asked, the attention of every pixel on every frame's audio `(G, S, S, h, w)`.
+        Returns the fused maps `(B, T, C, h, w)`, the projected audio `(B, T, C)` and, when
+        asked, the attention of every pixel on the audio of each frame of its group
+        `(B, T, S, h, w)` (entry `[b, t, s, y, x]`: pixel `(y, x)` of frame `t` on frame `s`).
         """
-        groups, frames, channels, height, width = visual.shape
+        batch, num_frames, channels, height, width = visual.shape
+        frames = frames_per_group or num_frames
+        groups = batch * num_frames // frames
         tokens = visual.permute(0, 1, 3, 4, 2).reshape(groups, frames * height * width, channels)
         queries = self.query(tokens)
         values = self.value(tokens)
         audio_features = self.audio_projection(audio)
-        keys = self.key(audio_features)
-        # sum_j K_j V_j / N = sum_t K_t mean_pixels(V_t) / S; means keep half-precision sums small.
-        mean_values = values.view(groups, frames, height * width, -1).mean(dim=2) / frames
-        context = keys.transpose(1, 2) @ mean_values
-        update = self.output(queries @ context)
-        update = self.output_norm(update.reshape(-1, channels)).view_as(tokens)
-        fused = self.layer_norm(tokens + update)
-        fused = fused.view(groups, frames, height, width, channels).permute(0, 1, 4, 2, 3)
+        keys = self.key(audio_features).reshape(groups, frames, -1)
+        # Per-frame means keep half-precision sums small.
+        frame_values = values.view(groups, frames, height * width, -1).mean(dim=2)
         attention = None
         if output_attentions:
-            queries = queries.view(groups, frames, height, width, -1)
-            attention = torch.einsum("gshwc,gtc->gsthw", queries, keys) / (frames * height * width)
+            scores = torch.einsum("gshwc,gtc->gsthw", queries.view(groups, frames, height, width, -1), keys)
+            attention = (scores / (frames * height * width)).view(batch, num_frames, frames, height, width)
+            # y_i = sum_t attention[i, t] * (sum of g over frame t's pixels)
+            grouped = attention.view(groups, frames, frames, height, width) * (height * width)
+            attended = torch.einsum("gsthw,gtc->gshwc", grouped, frame_values).reshape(groups, -1, queries.shape[-1])
+        else:
+            attended = queries @ (keys.transpose(1, 2) @ frame_values / frames)
+        update = self.output_norm(self.output(attended).reshape(-1, channels)).view_as(tokens)
+        fused = self.layer_norm(tokens + update)
+        fused = fused.view(batch, num_frames, height, width, channels).permute(0, 1, 4, 2, 3)
         return fused, audio_features, attention
 
 
@@ -235,7 +248,7 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
         self.aspp = nn.ModuleList(
             TPAVIASPP(in_channels, channels, config.aspp_dilations) for in_channels in self.backbone.channels
         )
-        self.tpavi = nn.ModuleDict(
+        self.tpavi_blocks = nn.ModuleDict(
             {
                 str(stage): TPAVIAudioVisualInteraction(
                     channels, config.audio_embed_dim, config.tpavi_audio_bias, config.layer_norm_eps
@@ -336,47 +349,45 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
                 f"the clip length T must be a multiple of it; pixel_values has T={num_frames}"
             )
         audio_embeds = self._embed_audio(input_features, audio_embeds, batch, num_frames)
-        valid = None
+        frame_flags = None
         if frame_mask is not None:
             check_shape("frame_mask", frame_mask, (batch, num_frames))
             frame_flags = frame_mask.to(device=audio_embeds.device, dtype=audio_embeds.dtype)
             # The official AVSS loops zero the padded frames' audio before the model.
-            audio_embeds = audio_embeds * frame_flags[..., None]
-            valid = frame_flags.reshape(-1, 1, 1, 1)
-        group_audio = audio_embeds.reshape(-1, group_size, config.audio_embed_dim)
-
+            audio_embeds = _mask_frames(audio_embeds, frame_flags)
         feature_maps = self.backbone(pixel_values.flatten(0, 1)).feature_maps
         stage_maps, audio_features, attentions = [], {}, []
         for stage, (aspp, features) in enumerate(zip(self.aspp, feature_maps)):
-            features = _apply_frame_mask(aspp(features), valid)
-            if str(stage) in self.tpavi:
-                fused, stage_audio, attention = self.tpavi[str(stage)](
-                    features.unflatten(0, (-1, group_size)), group_audio, output_attentions
+            features = _mask_frames(aspp(features).unflatten(0, (batch, num_frames)), frame_flags)
+            if str(stage) in self.tpavi_blocks:
+                fused, audio_features[stage], attention = self.tpavi_blocks[str(stage)](
+                    features, audio_embeds, config.tpavi_frames_per_group, output_attentions
                 )
-                features = _apply_frame_mask(fused.flatten(0, 1), valid)
-                audio_features[stage] = stage_audio.reshape(batch, num_frames, -1)
+                features = _mask_frames(fused, frame_flags)
                 if attention is not None:
-                    attentions.append(attention.reshape(batch, num_frames, *attention.shape[2:]))
+                    attentions.append(attention)
             # The official decoder's residual units rectify these maps in place, so the maps it
             # returns (and the AVM loss compares) are rectified ones.
             stage_maps.append(F.relu(features))
 
+        flat_flags = None if frame_flags is None else frame_flags.flatten()
         decoded = None
         for stage in reversed(range(4)):
             if stage > 0:
                 output_size = tuple(stage_maps[stage - 1].shape[-2:])
             else:
                 output_size = tuple(2 * size for size in stage_maps[0].shape[-2:])
+            stage_map = stage_maps[stage].flatten(0, 1)
             if decoded is None:
-                decoded = self.decoder[stage](stage_maps[stage], None, output_size)
+                decoded = self.decoder[stage](stage_map, None, output_size)
             else:
-                decoded = self.decoder[stage](decoded, stage_maps[stage], output_size)
-            decoded = _apply_frame_mask(decoded, valid)
+                decoded = self.decoder[stage](decoded, stage_map, output_size)
+            decoded = _mask_frames(decoded, flat_flags)
         logits = self.head(decoded)
         if tuple(logits.shape[-2:]) != (height, width):
             # Input sizes that are not a multiple of 32 (224 in every official config).
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        logits = _apply_frame_mask(logits, valid).unflatten(0, (batch, num_frames))
+        logits = _mask_frames(logits, flat_flags).unflatten(0, (batch, num_frames))
 
         loss = segmentation_loss = avm_loss = None
         if labels is not None:
@@ -390,9 +401,7 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
             logits=logits,
             segmentation_loss=segmentation_loss,
             avm_loss=avm_loss,
-            hidden_states=tuple(m.unflatten(0, (batch, num_frames)) for m in stage_maps)
-            if output_hidden_states
-            else None,
+            hidden_states=tuple(stage_maps) if output_hidden_states else None,
             audio_hidden_states=tuple(audio_features.values()) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )
@@ -459,7 +468,7 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
             mask_source = frame_logits
         stage_losses = []
         for stage in self.config.avm_loss_stages:
-            visual = stage_maps[stage].float()
+            visual = stage_maps[stage].flatten(0, 1).float()
             mask = F.adaptive_avg_pool2d(mask_source, visual.shape[-2:])
             if not semantic:
                 mask = mask.sigmoid()
@@ -473,9 +482,13 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
         return torch.stack(stage_losses).mean()
 
 
-def _apply_frame_mask(features: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Zero padded frames' maps `(BT, ...)` with `valid` `(BT, 1, 1, 1)` (no-op without a frame mask)."""
-    return features if valid is None else features * valid.to(features.device)
+def _mask_frames(features: torch.Tensor, frame_flags: torch.Tensor | None) -> torch.Tensor:
+    """Zero padded frames: `features` `(B, T, ...)` or `(BT, ...)` times `frame_flags` of shape
+    `(B, T)` or `(BT,)` (no-op without a frame mask)."""
+    if frame_flags is None:
+        return features
+    flags = frame_flags.reshape(*frame_flags.shape, *[1] * (features.dim() - frame_flags.dim()))
+    return features * flags.to(features.device)
 
 
 __all__ = [
