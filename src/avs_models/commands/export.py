@@ -14,17 +14,12 @@ from pathlib import Path
 
 import torch
 
+from .arguments import positive_int
+
 FORMATS = ("torch-export", "onnx")
 SUFFIXES = {"torch-export": ".pt2", "onnx": ".onnx"}
 # Exporter messages can run to pages: the one-line error keeps their start.
 MAX_REASON_LENGTH = 600
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_parser(subparsers) -> None:
@@ -41,17 +36,17 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--format", choices=FORMATS, default="torch-export", help="default torch-export")
     parser.add_argument("--out", required=True, type=Path, help="file to write (.pt2 or .onnx)")
     parser.add_argument(
-        "--frames", type=_positive_int, default=5, help="frames per clip of the sample input (default 5)"
+        "--frames", type=positive_int, default=5, help="frames per clip of the sample input (default 5)"
     )
     parser.add_argument(
         "--image-size",
-        type=_positive_int,
+        type=positive_int,
         nargs="+",
         default=[224],
         metavar="SIZE",
         help="frame height and width of the sample input (one value: square; default 224)",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=1, help="clips in the sample input")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="clips in the sample input")
     parser.add_argument(
         "--dynamic-batch",
         action="store_true",
