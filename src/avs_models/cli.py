@@ -19,7 +19,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 COMMAND_MODULES: list[str] = [
-    "make_synthetic", "prepare_avsbench", "predict", "train", "evaluate", "demo", "export",
+    "make_synthetic", "prepare_avsbench", "predict", "train", "evaluate", "demo", "export", "explain", "plot", "app", "push",
 ]
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 USER_ERROR_EXIT_CODE = 2

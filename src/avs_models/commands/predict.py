@@ -58,13 +58,18 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_inputs(model_dir: Path, source: Path, audio: Path | None) -> None:
+def check_model_dir(model_dir: Path) -> None:
+    """Refuse a model folder that does not exist or has no `config.json` (predict, app, push)."""
     if not model_dir.is_dir():
         raise FileNotFoundError(
             f"model folder not found: {model_dir} (pass a folder written by save_pretrained or avs-models train)"
         )
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} has no config.json: pass a folder written by save_pretrained")
+
+
+def _check_inputs(model_dir: Path, source: Path, audio: Path | None) -> None:
+    check_model_dir(model_dir)
     if source.is_dir():
         if audio is None:
             raise ValueError(
