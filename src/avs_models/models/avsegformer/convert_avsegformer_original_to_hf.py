@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ...data.avss_classes import AVSS_NUM_CLASSES, avss_id2label
+from ...hub import write_conversion_card
 from ...processing import processor_for
 from ..backbones import (
     convert_official_pvt_v2_state_dict,
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.image_size is not None:
         inputs["image_size"] = args.image_size
     processor_for(model.config, **inputs).save_pretrained(args.output_dir)
+    write_conversion_card(args.output_dir, argv)  # README.md, the model card
     print(
         f"Saved {model.num_parameters():,} parameters and a processor ({inputs['image_size']}x{inputs['image_size']} "
         f"frames, {inputs['num_frames']}-frame clips) to {args.output_dir}; dropped {len(dropped)} tensors the "

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ...hub import write_conversion_card
 from ..conversion_utils import audioset_labels, load_state_dict_strictly, load_weights_only
 from .configuration_beats import BeatsConfig
 from .feature_extraction_beats import BeatsFeatureExtractor
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     model = convert_beats_checkpoint(args.checkpoint, args.output_dir, labels_csv=args.labels_csv)
+    write_conversion_card(args.output_dir, argv)  # README.md, the model card
     print(f"saved {type(model).__name__} to {args.output_dir}")
 
 

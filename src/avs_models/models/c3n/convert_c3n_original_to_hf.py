@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForAudioClassification
 
+from ...hub import write_conversion_card
 from ..backbones import (
     convert_official_pvt_v2_state_dict,
     convert_official_swin_state_dict,
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         # Without the authors' matrix, embed the heads' class names (ImageNet-1k, AudioSet).
         model.compute_label_similarity_from_names()
     model.save_pretrained(args.output_dir)
+    write_conversion_card(args.output_dir, argv)  # README.md, the model card
     print(f"saved {type(model).__name__} ({model.config.backbone_config.model_type}) to {args.output_dir}")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ...hub import write_conversion_card
 from ..conversion_utils import audioset_labels, load_state_dict_strictly, load_weights_only
 from .configuration_panns import PannsConfig
 from .feature_extraction_panns import PannsFeatureExtractor
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         fmin=args.fmin,
         fmax=args.fmax,
     )
+    write_conversion_card(args.output_dir, argv)  # README.md, the model card
     print(f"saved {type(model).__name__} to {args.output_dir}")
 
 

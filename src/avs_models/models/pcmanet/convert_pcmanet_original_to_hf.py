@@ -24,6 +24,7 @@ import torch
 from transformers import AutoModel
 
 from ...data.avss_classes import AVSS_NUM_CLASSES, avss_id2label
+from ...hub import write_conversion_card
 from ..backbones import (
     convert_official_pvt_v2_state_dict,
     pvt_v2_b5_backbone_config,
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         load_official_state_dict(args.checkpoint), args.vggish_dir, qsca_token_layout=args.qsca_token_layout
     )
     model.save_pretrained(args.output_dir)
+    write_conversion_card(args.output_dir, argv)  # README.md, the model card
     print(
         f"Saved {model.num_parameters():,} parameters to {args.output_dir}; dropped "
         f"{len(dropped)} tensors the official forward never uses ({sum(1 for k in dropped if 'gf4' in k)} of gf4.seq2)."

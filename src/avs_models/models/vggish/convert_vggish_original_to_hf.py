@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ...hub import write_conversion_card
 from ..conversion_utils import audioset_labels, load_state_dict_strictly, load_weights_only
 from .configuration_vggish import VGGishConfig
 from .feature_extraction_vggish import VGGishFeatureExtractor
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         labels_csv=args.labels_csv,
         postprocess=args.postprocess,
     )
+    write_conversion_card(args.output_dir, argv)  # README.md, the model card
     print(f"saved {type(model).__name__} to {args.output_dir}")
 
 
