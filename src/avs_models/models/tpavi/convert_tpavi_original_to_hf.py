@@ -26,6 +26,7 @@ import torch
 from transformers import AutoModel
 
 from ...data.avss_classes import AVSS_CLASS_NAMES
+from ...hub import write_conversion_card
 from ..backbones import (
     convert_official_pvt_v2_state_dict,
     pvt_v2_b5_backbone_config,
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model, dropped = convert_tpavi_checkpoint(load_official_state_dict(args.checkpoint), args.vggish_dir)
     model.save_pretrained(args.output_dir)
+    write_conversion_card(args.output_dir, argv)  # README.md, the model card
     print(
         f"Saved {model.num_parameters():,} parameters to {args.output_dir}; dropped {len(dropped)} tensors "
         "the official forward never uses (resnet.layer3_2/layer4_2, path4.resConfUnit1)."
