@@ -3,8 +3,9 @@ headless Chromium (Debian's `chromium` and `chromium-driver`, which `.ci/run` in
 page through Selenium, as a person would: upload a video, wait for the overlay, count the seconds
 in the gallery, move the threshold slider, upload files that are not usable videos.
 
-The app serves a tiny saved PCMANet (not the demo-trained one), so a run takes seconds. The test
-is skipped, saying why, only where no browser or driver is installed.
+The app serves a tiny saved PCMANet (not the demo-trained one), so a run takes seconds. These
+tests are skipped, saying why, only where no browser or driver is installed. The page's pieces
+(one run of the model, redrawing, C3N's consensus, the AVSS legend) are also checked directly.
 
 `python tests/test_app_browser.py --screenshot docs/images/web_demo.png` takes the docs' picture of
 the page: the demo-trained PCMANet (trained and cached on first use) on the first example clip.
@@ -23,7 +24,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
+import torch
+
+from avs_models.app import _binary_mask
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -32,7 +38,7 @@ try:
 except ImportError:
     selenium = None
 
-pytestmark = pytest.mark.skipif(
+needs_browser = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None or selenium is None,
     reason="no headless browser here: install Debian's chromium and chromium-driver and the app extra "
     "(selenium), as .ci/run does",
@@ -165,18 +171,11 @@ class Page:
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
     """A tiny saved PCMANet with its processor, a 3-second mp4 with sound, and bad uploads."""
-    import torch
     from media import write_video
-
-    from avs_models import PCMANetConfig, PCMANetForAudioVisualSegmentation
-    from avs_models.demo import small_pcmanet
-    from avs_models.processing import processor_for
+    from test_pipeline_predict import save_tiny_pcmanet
 
     folder = tmp_path_factory.mktemp("app")
-    torch.manual_seed(0)
-    model = PCMANetForAudioVisualSegmentation(PCMANetConfig(**small_pcmanet(width=8)["config"]))
-    model.save_pretrained(folder / "tiny-pcmanet")
-    processor_for(model.config, image_size=32, num_frames=5).save_pretrained(folder / "tiny-pcmanet")
+    save_tiny_pcmanet(folder / "tiny-pcmanet")
     (folder / "notes.mp4").write_text("meeting notes, not a video\n")
     return {
         "model": folder / "tiny-pcmanet",
@@ -201,6 +200,7 @@ def page(media):
         server.wait(timeout=30)
 
 
+@needs_browser
 def test_segments_an_upload_and_redraws_at_another_threshold(page, media):
     page.segment(media["clip"])
     assert page.status().startswith(f"{SECONDS} seconds segmented by tiny-pcmanet"), page.status()
@@ -219,6 +219,7 @@ def test_segments_an_upload_and_redraws_at_another_threshold(page, media):
     assert set(new_gallery).isdisjoint(first_gallery)
 
 
+@needs_browser
 @pytest.mark.parametrize(
     "upload, message",
     [
@@ -235,6 +236,74 @@ def test_bad_upload_shows_the_command_line_message_and_the_app_keeps_serving(pag
     page.segment(media["clip"])
     assert page.status().startswith(f"{SECONDS} seconds segmented"), page.status()
     assert len(page.wait_for(page.gallery_sources, 60)) == SECONDS
+
+
+def test_redrawing_at_a_threshold_equals_running_the_pipeline_at_it(media):
+    from transformers import pipeline
+
+    from avs_models.app import render, segment
+
+    result = segment(str(media["clip"]), str(media["model"]))
+    assert len(result.frames) == SECONDS and result.frames[0].shape == (96, 128, 3)
+    segmenter = pipeline("audio-visual-segmentation", model=str(media["model"]))
+    for threshold in (0.2, 0.5, 0.8):
+        rendering = render(result, threshold, alpha=0.6)
+        expected = segmenter(str(media["clip"]), threshold=threshold)
+        for index, second in enumerate(expected):
+            mask = _binary_mask(result.processor, result.logits[index], second["mask"].shape, threshold)
+            assert np.array_equal(mask, second["mask"])
+            assert rendering.gallery[index][1].endswith(f"{(second['mask'] > 0).mean():.0%} masked")
+        assert Path(rendering.video).is_file()
+    # Each redraw replaces the session's earlier overlay video.
+    assert [path.name for path in Path(result.output_dir).glob("*.mp4")] == ["overlay_0003.mp4"]
+    with av.open(rendering.video) as container:
+        assert len(container.streams.audio) == 1  # the video's own sound
+        assert container.streams.video[0].frames == SECONDS
+
+
+def test_c3n_shows_its_consensus_per_second(media, tmp_path):
+    from test_pipeline_predict import TINY_VGGISH_AUDIOSET, save_tiny_c3n
+
+    from avs_models.app import render, segment
+    from avs_models.models.vggish import VGGishFeatureExtractor
+    from avs_models.processing import AudioVisualProcessor
+
+    model = save_tiny_c3n(tmp_path / "c3n", TINY_VGGISH_AUDIOSET, VGGishFeatureExtractor())
+    result = segment(str(media["clip"]), str(tmp_path / "c3n"))
+    inputs = AudioVisualProcessor.from_pretrained(tmp_path / "c3n")(str(media["clip"]))
+    with torch.no_grad():
+        output = model(
+            pixel_values=inputs["pixel_values"],
+            input_features=inputs["input_features"],
+            frame_mask=inputs["frame_mask"],
+            output_attentions=True,
+        )
+    real = inputs["frame_mask"].bool()
+    assert [row["unified label"] for row in result.consensus] == [
+        f"class {label}" for label in output.unified_labels[real].tolist()
+    ]
+    assert [row["audio class"] for row in result.consensus] == [
+        f"class {label}" for label in output.consensus_top_audio_classes[real][:, 0].tolist()
+    ]
+    assert [row["second"] for row in result.consensus] == list(range(SECONDS))
+    assert model.config.output_attentions is False  # the app leaves the config as it found it
+    assert len(render(result, 0.5, 0.5).gallery) == SECONDS
+
+
+def test_avss_model_shows_its_class_legend_and_ignores_the_threshold(media, tmp_path):
+    from test_pipeline_predict import save_tiny_pcmanet
+
+    from avs_models.app import legend_html, render, segment
+    from avs_models.data.avss_classes import avss_id2label
+
+    save_tiny_pcmanet(tmp_path / "avss", id2label=avss_id2label())
+    result = segment(str(media["clip"]), str(tmp_path / "avss"))
+    assert result.semantic and result.logits == [] and len(result.masks) == SECONDS
+    low, high = render(result, 0.1, 0.5), render(result, 0.9, 0.5)
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(low.gallery, high.gallery))
+    found = {int(class_id) for mask in result.masks for class_id in np.unique(mask) if class_id}
+    assert found and [name for name, _ in low.legend] == [avss_id2label()[class_id] for class_id in sorted(found)]
+    assert all(name in legend_html(low.legend) for name, _ in low.legend)
 
 
 def take_screenshot(path: Path) -> None:

@@ -271,8 +271,8 @@ def render(result: Segmentation, threshold: float, alpha: float) -> Rendering:
         )
         overlay = overlay_mask(frame, mask, alpha=alpha, palette=palette)
         if result.semantic:
-            entries = legend_entries(mask, result.id2label, palette)
-            classes.update(entries)
+            entries = legend_entries(mask, result.id2label, palette)  # classes present, by id
+            classes.update(zip((int(c) for c in np.unique(mask) if c != 0), entries))
             overlay = draw_legend(overlay, entries)
         writer.add(overlay)
         foreground = float((mask > 0).mean())
@@ -280,7 +280,7 @@ def render(result: Segmentation, threshold: float, alpha: float) -> Rendering:
     writer.close()
     for old in previous:
         old.unlink(missing_ok=True)
-    legend = [(name, tuple(int(c) for c in colour)) for name, colour in classes.items()]
+    legend = [(name, tuple(int(c) for c in colour)) for name, colour in (classes[k] for k in sorted(classes))]
     return Rendering(video=str(path), gallery=gallery, legend=legend)
 
 
