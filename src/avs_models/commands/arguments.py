@@ -14,6 +14,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """A whole number of at least 0 (an index, 0 = the first)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (0 = the first), got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     """A probability strictly between 0 and 1 (a threshold)."""
     value = float(text)
@@ -30,4 +38,4 @@ def opacity(text: str) -> float:
     return value
 
 
-__all__ = ["opacity", "positive_int", "probability"]
+__all__ = ["non_negative_int", "opacity", "positive_int", "probability"]
