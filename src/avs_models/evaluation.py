@@ -26,7 +26,8 @@ from avs_models.training.trainer import (
 
 
 def add_noise_at_snr(waveform: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """Add white Gaussian noise so that signal power / noise power is `snr_db` decibels."""
+    """Add white Gaussian noise to a signal (a waveform, or a frame's pixels) so that signal power /
+    noise power is `snr_db` decibels."""
     signal_power = float(np.mean(np.square(waveform, dtype=np.float64)))
     noise_power = signal_power / (10 ** (snr_db / 10))
     noise = rng.normal(0.0, np.sqrt(noise_power), size=waveform.shape)
@@ -42,7 +43,9 @@ def _wav_bytes(waveform: np.ndarray, sampling_rate: int) -> bytes:
 class PerturbedSplit(Dataset):
     """A split with perturbed inputs: Gaussian noise on the audio at `snr_db`, each clip given the
     audio of the next clip (`swap_audio`, a cyclic shift, so no clip keeps its own sound), and/or
-    Gaussian noise of standard deviation `frame_noise_std` (pixel values in [0, 1]) on the frames."""
+    Gaussian noise on the frames (pixel values in [0, 1], clipped back to that range), either at a
+    signal-to-noise ratio `frame_snr_db` per frame (C3N's Table VII) or of standard deviation
+    `frame_noise_std`."""
 
     def __init__(
         self,
@@ -51,13 +54,16 @@ class PerturbedSplit(Dataset):
         swap_audio: bool = False,
         frame_noise_std: float | None = None,
         seed: int = 0,
+        frame_snr_db: float | None = None,
     ):
         if swap_audio and len(dataset) < 2:
             raise ValueError("swap_audio needs at least 2 clips")
         if frame_noise_std is not None and frame_noise_std < 0:
             raise ValueError(f"frame_noise_std must be >= 0, got {frame_noise_std}")
+        if frame_noise_std is not None and frame_snr_db is not None:
+            raise ValueError("pass frame_noise_std or frame_snr_db, not both")
         self.dataset, self.snr_db, self.swap_audio, self.seed = dataset, snr_db, swap_audio, seed
-        self.frame_noise_std = frame_noise_std
+        self.frame_noise_std, self.frame_snr_db = frame_noise_std, frame_snr_db
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -70,15 +76,18 @@ class PerturbedSplit(Dataset):
             waveform, sampling_rate = decode_wav(example["audio"])
             noisy = add_noise_at_snr(waveform, self.snr_db, np.random.default_rng([self.seed, index]))
             example["audio"] = {"bytes": _wav_bytes(noisy, sampling_rate)}
-        if self.frame_noise_std is not None:
+        if self.frame_noise_std is not None or self.frame_snr_db is not None:
             rng = np.random.default_rng([self.seed, index, 1])
             example["frames"] = [self._noisy_frame(frame, rng) for frame in example["frames"]]
         return example
 
     def _noisy_frame(self, frame, rng: np.random.Generator) -> Image.Image:
         pixels = np.asarray(to_pil(frame).convert("RGB"), dtype=np.float64) / 255
-        noisy = np.clip(pixels + rng.normal(0.0, self.frame_noise_std, size=pixels.shape), 0, 1)
-        return Image.fromarray((noisy * 255).round().astype(np.uint8))
+        if self.frame_snr_db is not None:
+            noisy = add_noise_at_snr(pixels, self.frame_snr_db, rng)
+        else:
+            noisy = pixels + rng.normal(0.0, self.frame_noise_std, size=pixels.shape)
+        return Image.fromarray((np.clip(noisy, 0, 1) * 255).round().astype(np.uint8))
 
 
 def evaluate_split(
@@ -95,6 +104,7 @@ def evaluate_split(
     snr_db: float | None = None,
     swap_audio: bool = False,
     frame_noise_std: float | None = None,
+    frame_snr_db: float | None = None,
     accelerator: Accelerator | None = None,
     progress: bool = False,
 ) -> dict:
@@ -115,6 +125,7 @@ def evaluate_split(
         snr_db=snr_db,
         swap_audio=swap_audio,
         frame_noise_std=frame_noise_std,
+        frame_snr_db=frame_snr_db,
     )
     loader = DataLoader(
         dataset,
@@ -133,9 +144,49 @@ def evaluate_split(
             "snr_db": snr_db,
             "swap_audio": swap_audio,
             "frame_noise_std": frame_noise_std,
+            "frame_snr_db": frame_snr_db,
         }
     )
     return result
+
+
+@torch.no_grad()
+def perturbed_examples(
+    model,
+    data_dir,
+    subset: str,
+    split: str,
+    perturbations: dict[str, dict],
+    *,
+    processor: AudioVisualProcessor | None = None,
+    image_size: int = 224,
+    index: int = 0,
+    frame: int = 0,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """One frame of clip `index` under each perturbation (name -> `PerturbedSplit` keywords, `{}` for
+    none), as the model received it (noisy for frame noise), with the mask it predicted: the frame
+    strips of C3N's Fig. 10. Returns `(name, frame [H, W, 3] uint8, mask [h, w])` per perturbation;
+    the masks are foreground (any class) at the model's input size."""
+    processor = processor or processor_for(
+        model.config, image_size=image_size, num_frames=frames_per_clip(subset)
+    )
+    collator = AVSBenchCollator.from_processor(processor, subset)
+    data = AVSBenchSplit(data_dir, subset, split)
+    if not 0 <= index < len(data):
+        raise ValueError(f"index must be in [0, {len(data) - 1}] (clips of the {split} split), got {index}")
+    examples = []
+    for name, perturbation in perturbations.items():
+        example = PerturbedSplit(data, **perturbation)[index]
+        if not 0 <= frame < len(example["frames"]):
+            raise ValueError(f"frame must be in [0, {len(example['frames']) - 1}], got {frame}")
+        batch = {
+            key: value.to(model.device) if isinstance(value, torch.Tensor) else value
+            for key, value in collator([example]).items()
+        }
+        mask = predict_masks(model, batch)[0, frame].cpu().numpy() > 0
+        picture = np.asarray(to_pil(example["frames"][frame]).convert("RGB"))
+        examples.append((name, picture, mask.astype(np.uint8)))
+    return examples
 
 
 def format_table(rows: list[dict], label: str = "setting") -> str:
