@@ -1,6 +1,6 @@
-"""Inference benchmark of full-size PCMANet and AVSegFormer on one 5-frame 224x224 clip.
+"""Inference benchmark of full-size PCMANet, AVSegFormer and TPAVI on one 5-frame 224x224 clip.
 
-Both models come with ResNet-50 and PVT-v2-b5 backbones. Prints, as JSON and as a Markdown table: parameters, GFLOPs (torch's FlopCounterMode), median
+All come with ResNet-50 and PVT-v2-b5 backbones. Prints, as JSON and as a Markdown table: parameters, GFLOPs (torch's FlopCounterMode), median
 latency, peak memory, the sgemm-bound floor of this machine, and for PCMANet the time of the four
 QSCA modules at kept-token ratios of 100/50/10%.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from avs_models import AutoModelForAudioVisualSegmentation, AVSegFormerConfig, PCMANetConfig
+from avs_models import AutoModelForAudioVisualSegmentation, AVSegFormerConfig, PCMANetConfig, TPAVIConfig
 from avs_models.models.backbones import pvt_v2_b5_backbone_config, resnet50_backbone_config
 
 # The official settings of the two S4 checkpoints.
@@ -35,6 +35,9 @@ VARIANTS = {
     # The official AVSegFormer head (the same for every subset); audio as VGGish embeddings.
     "avsegformer-resnet50": lambda: AVSegFormerConfig(backbone_config=resnet50_backbone_config()),
     "avsegformer-pvt-v2-b5": lambda: AVSegFormerConfig(backbone_config=pvt_v2_b5_backbone_config()),
+    # The AVSBench baseline, TPAVI on all four stages (S4/MS3 head).
+    "tpavi-resnet50": lambda: TPAVIConfig(backbone_config=resnet50_backbone_config()),
+    "tpavi-pvt-v2-b5": lambda: TPAVIConfig(backbone_config=pvt_v2_b5_backbone_config()),
 }
 FRAMES, SIZE = 5, 224
 

@@ -28,8 +28,8 @@ from avs_models.models.tpavi.modeling_tpavi import (
     TPAVIFusionBlock,
     TPAVIResidualConvUnit,
 )
-from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor
 from avs_models.models.vggish import VGGishFeatureExtractor
+from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor
 from avs_models.training import Trainer, load_training_config
 
 TINY_VGGISH = TINY_MODEL["config"]["audio_config"]
@@ -80,7 +80,9 @@ def dense_tpavi(block: TPAVIAudioVisualInteraction, visual, audio):
     y = (f / f.shape[-1]) @ g
     y = y.transpose(1, 2).reshape(groups, -1, frames, height, width)
     norm = block.output_norm
-    w_y = F.batch_norm(conv(block.output, y), norm.running_mean, norm.running_var, norm.weight, norm.bias, eps=norm.eps)
+    w_y = F.batch_norm(
+        conv(block.output, y), norm.running_mean, norm.running_var, norm.weight, norm.bias, eps=norm.eps
+    )
     z = (w_y + x).permute(0, 2, 3, 4, 1)
     z = F.layer_norm(z, (channels,), block.layer_norm.weight, block.layer_norm.bias, block.layer_norm.eps)
     return z.permute(0, 1, 4, 2, 3), audio_features, f / f.shape[-1]
@@ -89,7 +91,10 @@ def dense_tpavi(block: TPAVIAudioVisualInteraction, visual, audio):
 def test_tpavi_block_equals_the_dense_official_formulation():
     torch.manual_seed(0)
     block = tiny_model().tpavi_blocks["0"].double()
-    visual, audio = torch.randn(3, 5, 16, 6, 7, dtype=torch.float64), torch.randn(3, 5, 128, dtype=torch.float64)
+    visual, audio = (
+        torch.randn(3, 5, 16, 6, 7, dtype=torch.float64),
+        torch.randn(3, 5, 128, dtype=torch.float64),
+    )
     expected, expected_audio, f = dense_tpavi(block, visual, audio)
     fused, audio_features, no_attention = block(visual, audio)
     assert no_attention is None
@@ -194,7 +199,8 @@ def test_semantic_loss_ignores_255_and_averages_the_labelled_frames():
     with torch.no_grad():
         output = model(**inputs, labels=labels, frame_mask=frame_mask, labeled_frames=labeled)
     frame_losses = [
-        F.cross_entropy(output.logits[0, frame][None], labels[0, frame][None], ignore_index=255) for frame in (0, 1)
+        F.cross_entropy(output.logits[0, frame][None], labels[0, frame][None], ignore_index=255)
+        for frame in (0, 1)
     ]
     torch.testing.assert_close(output.segmentation_loss, torch.stack(frame_losses).mean())
     assert output.avm_loss is not None and math.isfinite(output.avm_loss.item())
@@ -248,7 +254,8 @@ def test_embedded_vggish_gives_the_same_output_as_its_embeddings(tmp_path):
         assert not any(p.requires_grad for p in reloaded.audio_encoder.parameters())
         with torch.no_grad():
             torch.testing.assert_close(
-                reloaded(pixel_values=clip_inputs()["pixel_values"], input_features=log_mel).logits, from_log_mel
+                reloaded(pixel_values=clip_inputs()["pixel_values"], input_features=log_mel).logits,
+                from_log_mel,
             )
 
 
@@ -290,7 +297,9 @@ def test_half_precision_is_finite_and_agrees_with_float32(dtype, tmp_path):
         reference = model(**inputs).logits
         half = copy.deepcopy(model).to(dtype)(**inputs).logits
         model.save_pretrained(tmp_path)
-        loaded = TPAVIForAudioVisualSegmentation.from_pretrained(tmp_path, dtype=dtype).eval()(**inputs).logits
+        loaded = (
+            TPAVIForAudioVisualSegmentation.from_pretrained(tmp_path, dtype=dtype).eval()(**inputs).logits
+        )
     for logits in (half, loaded):
         assert logits.dtype == dtype and bool(torch.isfinite(logits).all())
         agreement = ((logits.float() > 0) == (reference > 0)).float().mean().item()
@@ -396,7 +405,11 @@ def test_tiny_tpavi_trains_on_ms3_with_the_avm_loss_through_the_trainer(tmp_path
 
 @pytest.mark.parametrize(
     ("preset", "expected"),
-    [("tpavi_s4", (4, 15, "s4", 0.0)), ("tpavi_ms3", (4, 30, "ms3", 0.5)), ("tpavi_avss", (4, 60, "avss", 0.5))],
+    [
+        ("tpavi_s4", (4, 15, "s4", 0.0)),
+        ("tpavi_ms3", (4, 30, "ms3", 0.5)),
+        ("tpavi_avss", (4, 60, "avss", 0.5)),
+    ],
 )
 def test_presets_mirror_the_official_train_scripts(preset, expected):
     config = load_training_config(preset)
@@ -404,7 +417,12 @@ def test_presets_mirror_the_official_train_scripts(preset, expected):
     assert (config.batch_size, config.num_epochs, config.subset, model_config.avm_loss_weight) == expected
     assert config.optimizer == {"name": "adam", "learning_rate": 1e-4}
     assert config.image_size == 224 and config.augmentation is None and config.drop_path_rate == 0.1
-    assert model_config.backbone_config.model_type == "pvt_v2" and model_config.backbone_config.depths == [3, 6, 40, 3]
+    assert model_config.backbone_config.model_type == "pvt_v2" and model_config.backbone_config.depths == [
+        3,
+        6,
+        40,
+        3,
+    ]
     assert model_config.avm_loss_stages == [0, 1, 2, 3] and model_config.tpavi_stages == [0, 1, 2, 3]
     assert model_config.num_labels == (71 if preset == "tpavi_avss" else 1)
     assert model_config.tpavi_audio_bias == (preset != "tpavi_avss")
@@ -413,9 +431,9 @@ def test_presets_mirror_the_official_train_scripts(preset, expected):
 def test_pipeline_segments_a_video_end_to_end(tmp_path):
     video = write_video(tmp_path / "clip.mp4", seconds=7, fps=2, size=(36, 44))
     tiny_model(audio_config=TINY_VGGISH).save_pretrained(tmp_path / "model")
-    AudioVisualProcessor(AudioVisualImageProcessor(size=32), VGGishFeatureExtractor(), num_frames=5).save_pretrained(
-        tmp_path / "model"
-    )
+    AudioVisualProcessor(
+        AudioVisualImageProcessor(size=32), VGGishFeatureExtractor(), num_frames=5
+    ).save_pretrained(tmp_path / "model")
     results = pipeline("audio-visual-segmentation", model=str(tmp_path / "model"))(str(video))
     assert [result["start"] for result in results] == [float(second) for second in range(7)]
     assert all(result["mask"].shape == (36, 44) for result in results)

@@ -66,7 +66,9 @@ class TPAVICommonTests(ModelTesterMixin):
             tester = self.model_tester
             shape = (tester.batch_size, tester.num_frames, tester.image_size, tester.image_size)
             # the same labels on every call: tests compare two forwards with labels
-            labels = torch.randint(0, max(tester.num_labels, 2), shape, generator=torch.Generator().manual_seed(0))
+            labels = torch.randint(
+                0, max(tester.num_labels, 2), shape, generator=torch.Generator().manual_seed(0)
+            )
             labels = labels.to(inputs_dict["pixel_values"].device)
             inputs_dict["labels"] = labels.float() if tester.num_labels == 1 else labels
         return inputs_dict
@@ -91,7 +93,9 @@ class TPAVICommonTests(ModelTesterMixin):
                 output = model(**inputs_dict, **arguments)
             sizes = [tester.image_size // stride for stride in (4, 8, 16, 32)]
             clip = [tester.batch_size, tester.num_frames]
-            self.assertEqual([list(m.shape) for m in output.hidden_states], [[*clip, 16, s, s] for s in sizes])
+            self.assertEqual(
+                [list(m.shape) for m in output.hidden_states], [[*clip, 16, s, s] for s in sizes]
+            )
             self.assertEqual([list(a.shape) for a in output.audio_hidden_states], [[*clip, 16]] * 4)
 
     def test_attention_outputs(self):

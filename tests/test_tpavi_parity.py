@@ -7,7 +7,7 @@ import pytest
 import torch
 from parity_weights import deterministic_state_dict
 from safetensors.torch import load_file
-from transformers import AutoModel
+from transformers import AutoModel, AutoProcessor
 
 from avs_models import VGGishConfig, VGGishModel
 from avs_models.data import AVSS_CLASS_NAMES
@@ -27,7 +27,8 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
     unused_parameters = sum(
         tensor.numel()
         for key, tensor in official_state_dict.items()
-        if UNUSED_OFFICIAL_KEY.match(key) and not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        if UNUSED_OFFICIAL_KEY.match(key)
+        and not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
     )
     del official_state_dict  # one full-size model in memory at a time
 
@@ -42,9 +43,13 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
     model = AutoModel.from_pretrained(tmp_path / "converted").eval()
     if variant == "tpavi_resnet50_s4":
         vggish = VGGishModel.from_pretrained(tmp_path / "vggish")
-        for (name, ours), theirs in zip(model.audio_encoder.state_dict().items(), vggish.state_dict().values()):
+        for (name, ours), theirs in zip(
+            model.audio_encoder.state_dict().items(), vggish.state_dict().values()
+        ):
             assert torch.equal(ours, theirs), name
         del vggish
+    processor = AutoProcessor.from_pretrained(tmp_path / "converted")
+    assert processor.num_frames == meta["frames_per_clip"]
     if meta["num_classes"] == len(AVSS_CLASS_NAMES):
         assert model.config.id2label == dict(enumerate(AVSS_CLASS_NAMES))
         assert model.config.tpavi_audio_bias is False  # the AVSS code's `align_channel` has no bias
@@ -76,5 +81,7 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
         torch.testing.assert_close(value, tensors[name], atol=1e-3, rtol=0, msg=name)
 
     # Every official parameter is in our model or in a part the official forward never runs.
-    ours_count = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("audio_encoder."))
+    ours_count = sum(
+        p.numel() for name, p in model.named_parameters() if not name.startswith("audio_encoder.")
+    )
     assert ours_count + unused_parameters == meta["official_param_count"]

@@ -8,7 +8,9 @@ Usage:
 The official train scripts save `model.module.state_dict()` of `Pred_endecoder`. The backbone
 (ResNet-50 or PVT-v2-b5), the TPAVI stages, the class count (1 for S4/MS3, 71 for AVSS) and
 whether TPAVI's audio projection has a bias (not in the AVSS code) are read from the checkpoint.
-The file is read with `torch.load(weights_only=True)`, so no pickled code is ever executed.
+The file is read with `torch.load(weights_only=True)`, so no pickled code is ever executed. A
+processor is saved next to the weights with the official input: 224x224 frames in clips of 5
+frames (S4, MS3) or 10 (AVSS).
 
 Two groups of official tensors have no counterpart because the official forward never uses
 them: the second ResNet branch of `B2_ResNet` (`resnet.layer3_2.*`, `resnet.layer4_2.*`) and the
@@ -27,6 +29,7 @@ from transformers import AutoModel
 
 from ...data.avss_classes import AVSS_CLASS_NAMES
 from ...hub import write_conversion_card
+from ...processing import processor_for
 from ..backbones import (
     convert_official_pvt_v2_state_dict,
     pvt_v2_b5_backbone_config,
@@ -34,6 +37,7 @@ from ..backbones import (
     resnet50_backbone_config,
 )
 from ..conversion_utils import load_state_dict_strictly, load_weights_only
+from ..labels import is_semantic_segmentation
 from .configuration_tpavi import TPAVIConfig
 from .modeling_tpavi import TPAVIForAudioVisualSegmentation
 
@@ -64,22 +68,33 @@ def config_from_official_state_dict(state_dict: dict[str, torch.Tensor], **overr
     """Infer the backbone, widths, TPAVI stages, audio bias and class count of an official checkpoint."""
     for required in ("conv1.conv2d_list.0.weight", "output_conv.0.weight", "output_conv.4.weight"):
         if required not in state_dict:
-            raise ValueError(f"Not an official TPAVI (AVSBench Pred_endecoder) state dict: missing {required!r}")
+            raise ValueError(
+                f"Not an official TPAVI (AVSBench Pred_endecoder) state dict: missing {required!r}"
+            )
     if any(key.startswith("resnet.") for key in state_dict):
         backbone_config = resnet50_backbone_config()
     elif any(key.startswith("encoder_backbone.") for key in state_dict):
         backbone_config = pvt_v2_b5_backbone_config()
     else:
-        raise ValueError("Unknown backbone: expected 'resnet.*' (ResNet-50) or 'encoder_backbone.*' (PVT-v2) keys")
-    stages = sorted({int(match.group(1)) - 1 for key in state_dict if (match := re.match(r"tpavi_b(\d)\.", key))})
+        raise ValueError(
+            "Unknown backbone: expected 'resnet.*' (ResNet-50) or 'encoder_backbone.*' (PVT-v2) keys"
+        )
+    stages = sorted(
+        {int(match.group(1)) - 1 for key in state_dict if (match := re.match(r"tpavi_b(\d)\.", key))}
+    )
     num_aspp_convs = len({key for key in state_dict if re.match(r"conv1\.conv2d_list\.\d+\.weight$", key)})
     if num_aspp_convs != 4:
-        raise ValueError(f"expected the 4 dilated convolutions (rates 3, 6, 12, 18) per ASPP, found {num_aspp_convs}")
+        raise ValueError(
+            f"expected the 4 dilated convolutions (rates 3, 6, 12, 18) per ASPP, found {num_aspp_convs}"
+        )
     kwargs = {
         "backbone_config": backbone_config,
         "hidden_size": state_dict["conv1.conv2d_list.0.weight"].shape[0],
         "tpavi_stages": stages,
-        "head_hidden_sizes": [state_dict["output_conv.0.weight"].shape[0], state_dict["output_conv.2.weight"].shape[0]],
+        "head_hidden_sizes": [
+            state_dict["output_conv.0.weight"].shape[0],
+            state_dict["output_conv.2.weight"].shape[0],
+        ],
         "num_labels": state_dict["output_conv.4.weight"].shape[0],
     }
     if stages:
@@ -167,15 +182,20 @@ def convert_tpavi_checkpoint(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="official TPAVI .pth state dict")
-    parser.add_argument("--output-dir", required=True, help="folder for config.json + model.safetensors")
-    parser.add_argument("--vggish-dir", help="converted VGGish folder to embed log-mel input inside the model")
+    parser.add_argument("--output-dir", required=True, help="folder for the model, its config and processor")
+    parser.add_argument(
+        "--vggish-dir", help="converted VGGish folder to embed log-mel input inside the model"
+    )
     args = parser.parse_args(argv)
     model, dropped = convert_tpavi_checkpoint(load_official_state_dict(args.checkpoint), args.vggish_dir)
     model.save_pretrained(args.output_dir)
+    num_frames = 10 if is_semantic_segmentation(model.config) else 5
+    processor_for(model.config, image_size=224, num_frames=num_frames).save_pretrained(args.output_dir)
     write_conversion_card(args.output_dir, argv)  # README.md, the model card
     print(
-        f"Saved {model.num_parameters():,} parameters to {args.output_dir}; dropped {len(dropped)} tensors "
-        "the official forward never uses (resnet.layer3_2/layer4_2, path4.resConfUnit1)."
+        f"Saved {model.num_parameters():,} parameters and a processor (224x224 frames, {num_frames}-frame clips) "
+        f"to {args.output_dir}; dropped {len(dropped)} tensors the official forward never uses "
+        "(resnet.layer3_2/layer4_2, path4.resConfUnit1)."
     )
 
 

@@ -29,10 +29,10 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ..audio_utils import encode_audio_segments
-from ..inputs import check_finite, check_pixel_values, check_shape
-from ..labels import IGNORE_INDEX, check_binary_mask, check_class_map, is_semantic_segmentation
 from ..auto import sub_model_from_config
 from ..hub_code import HubModelMixin
+from ..inputs import check_finite, check_pixel_values, check_shape
+from ..labels import IGNORE_INDEX, check_binary_mask, check_class_map, is_semantic_segmentation
 from .configuration_tpavi import TPAVIConfig
 
 
@@ -142,7 +142,9 @@ class TPAVIAudioVisualInteraction(GradientCheckpointingLayer):
             attention = (scores / (frames * height * width)).view(batch, num_frames, frames, height, width)
             # y_i = sum_t attention[i, t] * (sum of g over frame t's pixels)
             grouped = attention.view(groups, frames, frames, height, width) * (height * width)
-            attended = torch.einsum("gsthw,gtc->gshwc", grouped, frame_values).reshape(groups, -1, queries.shape[-1])
+            attended = torch.einsum("gsthw,gtc->gshwc", grouped, frame_values).reshape(
+                groups, -1, queries.shape[-1]
+            )
         else:
             attended = queries @ (keys.transpose(1, 2) @ frame_values / frames)
         update = self.output_norm(self.output(attended).reshape(-1, channels)).view_as(tokens)
@@ -394,7 +396,11 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
             segmentation_loss, avm_loss = self._losses(
                 logits, labels, labeled_frames, frame_mask, stage_maps, audio_features
             )
-            loss = segmentation_loss if avm_loss is None else segmentation_loss + config.avm_loss_weight * avm_loss
+            loss = (
+                segmentation_loss
+                if avm_loss is None
+                else segmentation_loss + config.avm_loss_weight * avm_loss
+            )
 
         output = TPAVISegmentationOutput(
             loss=loss,
@@ -430,7 +436,11 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
 
         frame_logits = logits.flatten(0, 1).float()
         if not is_semantic_segmentation(self.config):
-            target = check_binary_mask("labels", labels).flatten(0, 1).to(device=logits.device, dtype=torch.float32)
+            target = (
+                check_binary_mask("labels", labels)
+                .flatten(0, 1)
+                .to(device=logits.device, dtype=torch.float32)
+            )
             per_frame = F.binary_cross_entropy_with_logits(frame_logits[:, 0], target, reduction="none").mean(
                 dim=(1, 2)
             )
@@ -442,7 +452,9 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
         segmentation_loss = (per_frame * weights).sum() / weights.sum()
         if self.config.avm_loss_weight == 0:
             return segmentation_loss, None
-        return segmentation_loss, self._audio_visual_matching_loss(frame_logits, stage_maps, audio_features, weights)
+        return segmentation_loss, self._audio_visual_matching_loss(
+            frame_logits, stage_maps, audio_features, weights
+        )
 
     def _audio_visual_matching_loss(
         self,
@@ -474,7 +486,9 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
                 mask = mask.sigmoid()
             masked_visual = (visual * mask).mean(dim=(2, 3))
             audio = audio_features[stage].float().flatten(0, 1)
-            per_frame = F.kl_div(masked_visual.log_softmax(dim=-1), audio.softmax(dim=-1), reduction="none").sum(-1)
+            per_frame = F.kl_div(
+                masked_visual.log_softmax(dim=-1), audio.softmax(dim=-1), reduction="none"
+            ).sum(-1)
             stage_loss = (per_frame * weights).sum()
             if semantic:
                 stage_loss = stage_loss / weights.sum()
