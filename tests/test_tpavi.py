@@ -4,6 +4,7 @@ gradient checkpointing, training through the trainer and the pipeline end to end
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from avs_models import (
     TPAVIConfig,
     TPAVIForAudioVisualSegmentation,
 )
+from avs_models.cli import main as cli_main
 from avs_models.data import make_synthetic_avsbench
 from avs_models.models.tpavi.convert_tpavi_original_to_hf import (
     config_from_official_state_dict,
@@ -370,6 +372,16 @@ def test_torch_compile_and_export_match_eager():
         exported = torch.export.export(model, args=(), kwargs=inputs).module()(**inputs)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(exported[0] if isinstance(exported, tuple) else exported.logits, eager)
+
+
+@pytest.mark.parametrize("export_format", ["torch-export", "onnx"])
+def test_avs_models_export_with_vggish_and_a_dynamic_batch(tmp_path, capsys, export_format):
+    tiny_model(audio_config=TINY_VGGISH).save_pretrained(tmp_path / "model")
+    out = tmp_path / ("tpavi.pt2" if export_format == "torch-export" else "tpavi.onnx")
+    argv = ["export", str(tmp_path / "model"), "--format", export_format, "--out", str(out)]
+    assert cli_main([*argv, "--image-size", "32", "--dynamic-batch"]) == 0
+    differences = [float(value) for value in re.findall(r"batch \d+: ([0-9.e+-]+)", capsys.readouterr().out)]
+    assert len(differences) == 2 and max(differences) < 1e-4 and out.is_file()
 
 
 def test_tiny_tpavi_trains_on_ms3_with_the_avm_loss_through_the_trainer(tmp_path):
