@@ -17,11 +17,15 @@ def add_parser(subparsers) -> None:
             "(or set HF_TOKEN). --dry-run prints the files and the card instead, and sends nothing."
         ),
     )
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by save_pretrained or training")
+    parser.add_argument(
+        "model_dir", metavar="MODEL_DIR", help="a folder written by save_pretrained or training"
+    )
     parser.add_argument("repo_id", metavar="REPO_ID", help="the Hub repository, e.g. your-name/pcmanet-s4")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", help="branch to upload to (created from the default branch if missing)")
-    parser.add_argument("--commit-message", help="commit message (default: 'Upload MODEL_DIR with avs-models')")
+    parser.add_argument(
+        "--commit-message", help="commit message (default: 'Upload MODEL_DIR with avs-models')"
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the files and the card that would be sent; send nothing"
     )
@@ -46,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name}")
         for name in plan.left_out:
             print(f"  left out: {name}")
-        print(f"\n--- {plan.model_dir.name}/README.md as it would be sent ---\n{plan.card}")
+        print(f"\n--- {plan.model_dir.name}/README.md as it would be sent ---\n{plan.card}", end="")
     else:
-        print(f"uploaded {len(plan.files)} files from {plan.model_dir} to https://huggingface.co/{args.repo_id}")
+        print(
+            f"uploaded {len(plan.files)} files from {plan.model_dir} to https://huggingface.co/{args.repo_id}"
+        )
     return 0

@@ -34,6 +34,7 @@ from transformers import AutoConfig
 
 from avs_models.data import AVSBenchCollator, AVSBenchReader, TrainAugmentation, frames_per_clip
 from avs_models.data.avss_classes import AVSS_NUM_CLASSES, avss_id2label
+from avs_models.hub import push_folder, write_training_card
 from avs_models.metrics import BinaryMaskMetric, SemanticSegmentationMetric, official_fscore_batch_videos
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
 from avs_models.processing import processor_for
@@ -415,6 +416,7 @@ class Trainer:
             with library_progress_bars(False):
                 self.accelerator.unwrap_model(self.model).save_pretrained(temporary)
             self.processor.save_pretrained(temporary)
+            write_training_card(temporary, self.config.to_dict(), self.state)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(temporary, final)
@@ -478,9 +480,8 @@ class Trainer:
         (self.output_dir / f"weights_checksum_process{accelerator.process_index}.txt").write_text(checksum)
         if accelerator.is_main_process:
             (self.output_dir / TRAINER_STATE).write_text(json.dumps(self.state, indent=1))
-            if config.push_to_hub:
-                unwrapped.push_to_hub(config.push_to_hub)
-                self.processor.push_to_hub(config.push_to_hub)
+            if config.push_to_hub:  # the final model, processor, code and card, as `avs-models push` sends them
+                push_folder(self.output_dir / "final", config.push_to_hub)
         accelerator.end_training()
         return self.state
 
