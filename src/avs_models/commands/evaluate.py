@@ -72,6 +72,20 @@ def add_parser(subparsers) -> None:
         default=[],
         help="also evaluate with Gaussian noise of these standard deviations on the frames (pixels in [0, 1])",
     )
+    parser.add_argument(
+        "--frame-noise-snr",
+        type=float,
+        nargs="+",
+        default=[],
+        help="also evaluate with Gaussian noise on the frames at these SNRs (dB), as C3N's Table VII",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="draw the noise sweeps into DIR: robustness.png (mIoU and F-score against the noise level) and, "
+        "per model and kind of noise, a strip of the split's first clip's first frame and its mask at each level "
+        "(needs matplotlib: pip install 'avs-models[plot]')",
+    )
     parser.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
     parser.set_defaults(func=run)
 
@@ -85,8 +99,9 @@ def saved_processor(model_dir: str):
     return AudioVisualProcessor.from_pretrained(model_dir)
 
 
-def evaluate_model_dir(model_dir: str, args) -> dict[str, dict]:
-    """Every requested setting (clean, audio noise, frame noise) of one saved model."""
+def evaluate_model_dir(model_dir: str, args, strip_suffix: str = "") -> dict[str, dict]:
+    """Every requested setting (clean, audio noise, frame noise) of one saved model; with `--plot`, also
+    its frame strips (`robustness_frames_*{strip_suffix}.png`)."""
     from avs_models.evaluation import evaluate_split
     from avs_models.models.auto import AutoModelForAudioVisualSegmentation
     from avs_models.training.trainer import library_progress_bars
@@ -105,10 +120,39 @@ def evaluate_model_dir(model_dir: str, args) -> dict[str, dict]:
     settings = [("clean", {})]
     settings += [(f"audio noise {snr:g} dB", {"snr_db": snr}) for snr in args.noise_snr]
     settings += [(f"frame noise std {std:g}", {"frame_noise_std": std}) for std in args.frame_noise]
-    return {
+    settings += [(f"frame noise {snr:g} dB", {"frame_snr_db": snr}) for snr in args.frame_noise_snr]
+    results = {
         name: evaluate_split(model, args.data_dir, args.subset, args.split, **options, **perturbation)
         for name, perturbation in settings
     }
+    if args.plot:
+        write_frame_strips(model, model_dir, args, dict(settings), options["processor"], strip_suffix)
+    return results
+
+
+def write_frame_strips(
+    model, model_dir: str, args, settings: dict[str, dict], processor, suffix: str
+) -> None:
+    """C3N's Fig. 10: the first clip's first frame and the predicted mask, clean and at each noise level."""
+    from avs_models.evaluation import perturbed_examples
+    from avs_models.plotting import plot_robustness_frames, save_figure
+
+    for kind, keys in (("audio_noise", ("snr_db",)), ("frame_noise", ("frame_snr_db", "frame_noise_std"))):
+        chosen = {name: p for name, p in settings.items() if not p or any(key in p for key in keys)}
+        if len(chosen) < 2:
+            continue
+        examples = perturbed_examples(
+            model,
+            args.data_dir,
+            args.subset,
+            args.split,
+            chosen,
+            processor=processor,
+            image_size=args.image_size or 224,
+        )
+        title = f"{model_dir}: {args.split} clip 1, frame 1, {kind.replace('_', ' ')}"
+        path = Path(args.plot) / f"robustness_frames_{kind}{suffix}.png"
+        print("wrote", save_figure(plot_robustness_frames(examples, title), path))
 
 
 def run(args) -> int:
@@ -120,8 +164,20 @@ def run(args) -> int:
             raise FileNotFoundError(f"MODEL_DIR {model_dir!r} is not a folder")
     if repeated := sorted({d for d in args.model_dirs if args.model_dirs.count(d) > 1}):
         raise ValueError(f"MODEL_DIR given more than once: {', '.join(repeated)}")
+    if args.plot:
+        from avs_models.plotting import new_figure
+
+        if not (args.noise_snr or args.frame_noise or args.frame_noise_snr):
+            raise ValueError(
+                "--plot draws noise sweeps: give --noise-snr, --frame-noise-snr or --frame-noise"
+            )
+        new_figure(1, 1)  # fails before evaluating, with the install hint, where matplotlib is missing
     # One model in memory at a time.
-    results = {model_dir: evaluate_model_dir(model_dir, args) for model_dir in args.model_dirs}
+    several = len(args.model_dirs) > 1
+    results = {
+        model_dir: evaluate_model_dir(model_dir, args, f"_{number}" if several else "")
+        for number, model_dir in enumerate(args.model_dirs, start=1)
+    }
 
     print(f"{args.subset} {args.split}")
     if len(results) == 1:
@@ -158,6 +214,12 @@ def run(args) -> int:
         Path(args.json_path).write_text(text)
     for model_dir, settings in results.items():  # the clean scores go into each model's card (model-index)
         print("model card updated:", record_evaluation(model_dir, settings["clean"], args.data_dir))
+    if args.plot:
+        from avs_models.plotting import plot_robustness, save_figure
+
+        names = {model_dir: f"{number} {model_dir}" for number, model_dir in enumerate(results, start=1)}
+        figure = plot_robustness({names[model_dir]: settings for model_dir, settings in results.items()})
+        print("wrote", save_figure(figure, Path(args.plot) / "robustness.png"))
     return 0
 
 
