@@ -32,7 +32,8 @@ from ..audio_utils import encode_audio_segments
 from ..auto import sub_model_from_config
 from ..hub_code import HubModelMixin
 from ..inputs import check_finite, check_pixel_values, check_shape
-from ..labels import IGNORE_INDEX, check_binary_mask, check_class_map, is_semantic_segmentation
+from ..labels import check_binary_mask, check_class_map, is_semantic_segmentation
+from ..losses import labelled_frame_weights, per_frame_cross_entropy
 from .configuration_tpavi import TPAVIConfig
 
 
@@ -424,16 +425,7 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
         """
         batch, num_frames, num_labels, height, width = logits.shape
         check_shape("labels", labels, (batch, num_frames, height, width))
-        weights = torch.ones(batch, num_frames, device=logits.device)
-        if labeled_frames is not None:
-            check_shape("labeled_frames", labeled_frames, (batch, num_frames))
-            weights = weights * labeled_frames.to(weights)
-        if frame_mask is not None:
-            weights = weights * frame_mask.to(weights)
-        weights = weights.flatten()
-        if not torch.compiler.is_compiling() and not bool(weights.any()):
-            raise ValueError("No labelled frame in the batch: `labeled_frames` * `frame_mask` is all zero.")
-
+        weights = labelled_frame_weights(batch, num_frames, labeled_frames, frame_mask, logits.device)
         frame_logits = logits.flatten(0, 1).float()
         if not is_semantic_segmentation(self.config):
             target = (
@@ -441,14 +433,11 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
                 .flatten(0, 1)
                 .to(device=logits.device, dtype=torch.float32)
             )
-            per_frame = F.binary_cross_entropy_with_logits(frame_logits[:, 0], target, reduction="none").mean(
-                dim=(1, 2)
-            )
+            per_frame = F.binary_cross_entropy_with_logits(frame_logits[:, 0], target, reduction="none")
+            per_frame = per_frame.mean(dim=(1, 2))
         else:
-            target = check_class_map("labels", labels, num_labels).flatten(0, 1).to(logits.device)
-            pixel_losses = F.cross_entropy(frame_logits, target, ignore_index=IGNORE_INDEX, reduction="none")
-            counted = (target != IGNORE_INDEX).sum(dim=(1, 2)).clamp(min=1)
-            per_frame = pixel_losses.sum(dim=(1, 2)) / counted
+            class_ids = check_class_map("labels", labels, num_labels).flatten(0, 1).to(logits.device)
+            per_frame = per_frame_cross_entropy(frame_logits, class_ids)
         segmentation_loss = (per_frame * weights).sum() / weights.sum()
         if self.config.avm_loss_weight == 0:
             return segmentation_loss, None
