@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-DEMO_MODEL_LABEL = "demo PCMANet (trained on synthetic clips, cached on first use)"
+DEMO_MODEL_LABEL = "demo PCMANet (synthetic clips)"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 # Frames are kept and drawn at most this many pixels on their long side (memory and page size).
@@ -137,9 +137,12 @@ class Segmentation:
     id2label: dict[int, str]
     frames: list[np.ndarray] = field(default_factory=list)  # upright RGB, at most DISPLAY_SIDE
     starts: list[float] = field(default_factory=list)
-    logits: list[np.ndarray] = field(default_factory=list)  # binary models: [h, w] float16 at the model's size
+    # Binary models: each second's logits [h, w] at the model's size, in float32 as the pipeline has them.
+    logits: list[np.ndarray] = field(default_factory=list)
     masks: list[np.ndarray] = field(default_factory=list)  # semantic models: class ids at the frame's size
-    consensus: list[dict] = field(default_factory=list)  # C3N: per second, audio/visual class and unified label
+    consensus: list[dict] = field(
+        default_factory=list
+    )  # C3N: per second, audio/visual class and unified label
     output_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="avs-app-"))
     renders: int = 0
 
@@ -184,13 +187,15 @@ class _ForwardRecorder:
         for clip, frame in torch.nonzero(frame_mask).tolist():
             second = {}
             if not self.semantic:
-                second["logits"] = output.logits[clip, frame, 0].detach().to(torch.float16).cpu().numpy()
+                second["logits"] = output.logits[clip, frame, 0].detach().float().cpu().numpy()
             if self.c3n_names is not None and output.unified_labels is not None:
                 visual_names, audio_names = self.c3n_names
                 top_audio = output.consensus_top_audio_classes
                 top_visual = output.consensus_top_visual_classes
                 second["consensus"] = {
-                    "audio class": _named(audio_names, int(top_audio[clip, frame, 0])) if top_audio is not None else "",
+                    "audio class": _named(audio_names, int(top_audio[clip, frame, 0]))
+                    if top_audio is not None
+                    else "",
                     "visual class": _named(visual_names, int(top_visual[clip, frame, 0]))
                     if top_visual is not None
                     else "",
@@ -230,12 +235,16 @@ def segment(video: str, model_dir: str) -> Segmentation:
             extra = recorder.seconds[index]
             if semantic:
                 result.masks.append(
-                    np.asarray(Image.fromarray(second["mask"]).resize(frame.shape[1::-1], Image.Resampling.NEAREST))
+                    np.asarray(
+                        Image.fromarray(second["mask"]).resize(frame.shape[1::-1], Image.Resampling.NEAREST)
+                    )
                 )
             else:
                 result.logits.append(extra["logits"])
             if "consensus" in extra:
-                result.consensus.append({"second": index, "start (s)": round(second["start"], 2), **extra["consensus"]})
+                result.consensus.append(
+                    {"second": index, "start (s)": round(second["start"], 2), **extra["consensus"]}
+                )
     finally:
         handle.remove()
         config.output_attentions = restore_attentions
@@ -255,7 +264,14 @@ class Rendering:
 def render(result: Segmentation, threshold: float, alpha: float) -> Rendering:
     """Overlays of every second at `threshold` (binary models) and opacity `alpha`, as a gallery and an
     MP4 with the video's own sound (written next to the session's earlier renders, which it replaces)."""
-    from .processing.visualization import AudioSource, Mp4Writer, draw_legend, legend_entries, mask_palette, overlay_mask
+    from .processing.visualization import (
+        AudioSource,
+        Mp4Writer,
+        draw_legend,
+        legend_entries,
+        mask_palette,
+        overlay_mask,
+    )
 
     palette = mask_palette(result.num_labels)
     previous = sorted(Path(result.output_dir).glob("overlay_*.mp4"))
@@ -276,7 +292,7 @@ def render(result: Segmentation, threshold: float, alpha: float) -> Rendering:
             overlay = draw_legend(overlay, entries)
         writer.add(overlay)
         foreground = float((mask > 0).mean())
-        gallery.append((overlay, f"second {index} (from {result.starts[index]:.2f} s): {foreground:.0%} masked"))
+        gallery.append((overlay, f"second {index}: {foreground:.0%} masked"))
     writer.close()
     for old in previous:
         old.unlink(missing_ok=True)
@@ -325,15 +341,24 @@ def build_app(model_dirs: list[str] | None = None):
         return (
             rendering.video if rendering else None,
             rendering.gallery if rendering else [],
-            gr.update(value=[list(row.values()) for row in result.consensus] if consensus_visible else None, visible=consensus_visible),
-            gr.update(value=legend_html(rendering.legend) if rendering else "", visible=bool(rendering and rendering.legend)),
+            gr.update(
+                value=[list(row.values()) for row in result.consensus] if consensus_visible else None,
+                visible=consensus_visible,
+            ),
+            gr.update(
+                value=legend_html(rendering.legend) if rendering else "",
+                visible=bool(rendering and rendering.legend),
+            ),
             gr.update(interactive=not (result is not None and result.semantic)),
             status,
         )
 
-    def run(video, choice, threshold, alpha, progress=gr.Progress(track_tqdm=True)):
+    def run(video, choice, threshold, alpha, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio's way to ask for a progress bar)
         if not video:
-            return (None, *outputs_for(None, None, "Upload or record a video with sound, or pick an example."))
+            return (
+                None,
+                *outputs_for(None, None, "Upload or record a video with sound, or pick an example."),
+            )
         try:
             if (choice or DEMO_MODEL_LABEL) == DEMO_MODEL_LABEL and not demo_model_dir().is_dir():
                 progress(0, desc=f"training the demo model once (a few minutes), cached in {cache_dir()}")
@@ -346,7 +371,8 @@ def build_app(model_dirs: list[str] | None = None):
             message = one_line(error).replace(f"{Path(video).parent}{os.sep}", "")
             return (None, *outputs_for(None, None, f"**Error:** {message}"))
         seconds = len(result.frames)
-        status = f"{seconds} second{'s' if seconds != 1 else ''} segmented by `{Path(model_dir).name}` ({result.model_type})."
+        name = "the demo PCMANet" if choice in ("", None, DEMO_MODEL_LABEL) else f"`{Path(model_dir).name}`"
+        status = f"{seconds} second{'s' if seconds != 1 else ''} segmented by {name} ({result.model_type})."
         return (result, *outputs_for(result, rendering, status))
 
     def redraw(result, threshold, alpha):
@@ -356,7 +382,11 @@ def build_app(model_dirs: list[str] | None = None):
             rendering = render(result, threshold, alpha)
         except USER_ERRORS as error:
             return outputs_for(None, None, f"**Error:** {one_line(error)}")
-        return outputs_for(result, rendering, f"Drawn again at threshold {threshold:.2f}, opacity {alpha:.2f} (the model did not run again).")
+        return outputs_for(
+            result,
+            rendering,
+            f"Drawn again at threshold {threshold:.2f}, opacity {alpha:.2f} (the model did not run again).",
+        )
 
     with gr.Blocks(title="avs-models: audio-visual segmentation", analytics_enabled=False) as app:
         gr.Markdown(
@@ -367,25 +397,41 @@ def build_app(model_dirs: list[str] | None = None):
         session = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
-                video_in = gr.Video(label="Video with sound", sources=["upload", "webcam"], elem_id="video-in")
+                video_in = gr.Video(
+                    label="Video with sound", sources=["upload", "webcam"], elem_id="video-in"
+                )
                 model_in = gr.Dropdown(
                     choices=choices,
                     value=choices[0],
                     allow_custom_value=True,
-                    label="Model (a saved folder; type another path)",
+                    label="Model",
+                    info="a saved model folder (type another path); the demo PCMANet is trained once, then cached",
                     elem_id="model-in",
                 )
-                threshold_in = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold", info=_THRESHOLD_HELP, elem_id="threshold")
+                threshold_in = gr.Slider(
+                    0.01,
+                    0.99,
+                    value=0.5,
+                    step=0.01,
+                    label="Threshold",
+                    info=_THRESHOLD_HELP,
+                    elem_id="threshold",
+                )
                 alpha_in = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", elem_id="opacity")
                 run_button = gr.Button("Segment", variant="primary", elem_id="run")
                 gr.Examples(examples=examples, inputs=[video_in], label="Example clips (made offline)")
             with gr.Column(scale=2):
                 status_out = gr.Markdown(elem_id="status")
                 video_out = gr.Video(
-                    label="Overlay, with the video's sound", elem_id="video-out", interactive=False, height=360
+                    label="Overlay, with the video's sound",
+                    elem_id="video-out",
+                    interactive=False,
+                    height=360,
                 )
                 legend_out = gr.HTML(visible=False, elem_id="legend")
-                gallery_out = gr.Gallery(label="Every second", columns=6, elem_id="gallery", interactive=False)
+                gallery_out = gr.Gallery(
+                    label="Every second", columns=3, elem_id="gallery", interactive=False
+                )
                 consensus_out = gr.Dataframe(
                     headers=["second", "start (s)", "audio class", "visual class", "unified label"],
                     label="C3N cognitive consensus per second",
