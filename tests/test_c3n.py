@@ -1,13 +1,19 @@
 """C3N with tiny PVT-v2 / Swin backbones: Auto classes, save/load, CCAM, consensus, loss, input errors."""
 
 import copy
+import json
 
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import ASTConfig, AutoConfig, AutoModel
+import torch.nn.functional as F
+from media import write_video
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from transformers import ASTConfig, AutoConfig, AutoModel, pipeline
 
 from avs_models import AutoModelForAudioVisualSegmentation, VGGishConfig, VGGishForAudioClassification
+from avs_models.cli import main as cli_main
 from avs_models.models.backbones import pvt_v2_b5_backbone_config, swin_base_backbone_config
 from avs_models.models.c3n import (
     C3NConfig,
@@ -16,7 +22,12 @@ from avs_models.models.c3n import (
     load_official_similarity_matrix,
 )
 from avs_models.models.c3n.convert_c3n_original_to_hf import main as convert_main
+from avs_models.models.beats import BeatsFeatureExtractor
 from avs_models.models.label_names import AUDIOSET_CLASSES, IMAGENET_1K_CLASSES
+from avs_models.models.labels import is_semantic_segmentation
+from avs_models.models.panns import PannsFeatureExtractor
+from avs_models.models.vggish import VGGishFeatureExtractor
+from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor
 
 NUM_VISUAL, NUM_AUDIO, AUDIO_DIM = 10, 7, 12
 
@@ -218,6 +229,14 @@ def test_loss_uses_labeled_frames_and_trains_without_touching_the_frozen_head():
         (lambda i: i.pop("audio_logits"), "audio_logits"),
         (lambda i: i.update(labels=torch.zeros(2, 3, 32, 32)), "labels"),
         (lambda i: i.update(labeled_frames=torch.ones(2, 4, dtype=torch.bool)), "labeled_frames"),
+        (lambda i: i.update(labels=torch.full((2, 3, 64, 64), 255.0)), "labels.*255"),
+        (lambda i: i.update(labels=torch.full((2, 3, 64, 64), float("nan"))), "labels"),
+        (lambda i: i.update(labels=-torch.ones(2, 3, 64, 64)), "labels"),
+        (lambda i: i["pixel_values"].__setitem__((0, 1, 2, 5, 5), float("nan")), "pixel_values"),
+        (lambda i: i["audio_embeds"].__setitem__((1, 0, 3), float("nan")), "audio_embeds"),
+        (lambda i: i["audio_logits"].__setitem__((0, 2, 1), float("inf")), "audio_logits"),
+        (lambda i: i.update(pixel_values=i["pixel_values"][:0]), "pixel_values.*empty"),
+        (lambda i: i.update(pixel_values=i["pixel_values"][:, :0]), "pixel_values.*empty"),
     ],
 )
 def test_bad_inputs_name_the_argument(change, argument):
@@ -393,6 +412,7 @@ def test_raw_audio_without_an_encoder_says_what_to_pass():
         ({"input_features": log_mel_examples(), "audio_embeds": torch.zeros(2, 3, AUDIO_DIM)}, "not"),
         ({"input_features": log_mel_examples(batch=1)}, "`input_features` must start with"),
         ({"input_values": torch.zeros(2, 3, 16000)}, "takes `input_features`"),
+        ({"input_features": log_mel_examples().index_fill(3, torch.tensor([5]), float("nan"))}, "input_features"),
     ],
 )
 def test_bad_raw_audio_names_the_problem(inputs, message):
@@ -453,3 +473,310 @@ def test_published_heads_get_a_similarity_matrix_from_the_bundled_class_names(mo
     dog, car = AUDIOSET_CLASSES.index("Dog"), AUDIOSET_CLASSES.index("Car")
     assert matrix[golden_retriever, dog] > matrix[golden_retriever, car]
     assert matrix[sports_car, car] > matrix[sports_car, dog]
+
+
+# ----------------------------------------------------------------- binary only
+def test_c3n_is_binary_and_refuses_other_label_counts(tmp_path):
+    config = C3NConfig()
+    assert config.num_labels == 1 and not is_semantic_segmentation(config)
+    for bad in (-3, 0, 2, 71):
+        with pytest.raises(ValueError, match=rf"binary masks only.*got {bad}$"):
+            tiny_config(num_labels=bad)
+    tiny_config().save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).num_labels == 1
+    config = tiny_config()
+    config.num_labels = 2  # changed after the config was built
+    with pytest.raises(ValueError, match="num_labels must be 1, got 2"):
+        C3NForAudioVisualSegmentation(config)
+
+
+def test_any_float_pixel_dtype_is_cast_and_bool_labels_are_binary():
+    model, inputs = tiny_model(), tiny_inputs()
+    labels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) > 0.5
+    with torch.no_grad():
+        expected = model(**inputs, labels=labels.float())
+        got = model(**{**inputs, "pixel_values": inputs["pixel_values"].double()}, labels=labels)
+    assert got.logits.dtype == torch.float32
+    torch.testing.assert_close(got.logits, expected.logits)
+    torch.testing.assert_close(got.loss, expected.loss)
+
+
+# ----------------------------------------------------------------- half precision
+def order_one_logits_model():
+    """A tiny C3N whose mask logits are of order 1, so that rounding can flip pixels near 0."""
+    model = tiny_model()
+    with torch.no_grad():
+        model.head["classifier"].weight.mul_(0.02)
+    return model
+
+
+def assert_same_masks(output, reference):
+    assert torch.isfinite(output.logits).all()
+    agreement = ((output.logits > 0) == (reference.logits > 0)).float().mean().item()
+    assert agreement >= 0.99, agreement
+    assert torch.equal(output.unified_labels, reference.unified_labels)
+    assert all(weights.dtype == torch.float32 and torch.isfinite(weights).all() for weights in output.ccam_weights)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_gives_the_float32_masks(tmp_path, dtype):
+    model, inputs = order_one_logits_model(), tiny_inputs()
+    with torch.no_grad():
+        reference = model(**inputs)
+    assert (reference.logits.abs() < 1).float().mean() > 0.1  # many pixels near the threshold
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForAudioVisualSegmentation.from_pretrained(tmp_path, dtype=dtype).eval()
+    for half in (copy.deepcopy(model).to(dtype), loaded):
+        assert half.dtype == dtype
+        with torch.no_grad():
+            output = half(**inputs)  # float32 inputs, cast by the model
+        assert output.logits.dtype == dtype
+        assert_same_masks(output, reference)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        assert_same_masks(model(**inputs), reference)
+
+
+# ----------------------------------------------------------------- offloading, compile, export
+def test_offloaded_model_equals_the_model_in_memory_and_stays_frozen(tmp_path):
+    model = tiny_vggish_c3n()
+    inputs = {"pixel_values": tiny_inputs()["pixel_values"], "input_features": log_mel_examples()}
+    with torch.no_grad():
+        expected = model(**inputs)
+    model.save_pretrained(tmp_path / "model")
+    offloaded = AutoModelForAudioVisualSegmentation.from_pretrained(
+        tmp_path / "model",
+        device_map="auto",
+        max_memory={"cpu": model.get_memory_footprint() // 2},  # the rest goes to disk
+        offload_folder=tmp_path / "offload",
+    )
+    assert {"cpu", "disk"} <= set(offloaded.hf_device_map.values())
+    with torch.no_grad():
+        output = offloaded(**inputs)
+    torch.testing.assert_close(output.logits, expected.logits)
+    assert torch.equal(output.unified_labels, expected.unified_labels)
+    offloaded.train()
+    assert not offloaded.audio_encoder.training
+    frozen = [*offloaded.audio_encoder.parameters(), *offloaded.visual_classifier.parameters()]
+    assert not any(parameter.requires_grad for parameter in frozen)
+
+
+def test_compiled_model_equals_eager():
+    model, inputs = tiny_model(), tiny_inputs(batch=1, frames=2, height=32, width=32)
+    with torch.no_grad():
+        eager = model(**inputs)
+        compiled = torch.compile(model)(**inputs)
+    torch.testing.assert_close(compiled.logits, eager.logits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(compiled.unified_labels, eager.unified_labels)
+    for ours, theirs in zip(compiled.ccam_weights, eager.ccam_weights):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_training_step_equals_eager():
+    model, inputs = tiny_model().train(), tiny_inputs(batch=1, frames=2, height=32, width=32)
+    labels = (torch.rand(1, 2, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    eager_loss = model(**inputs, labels=labels).loss
+    eager_loss.backward()
+    eager_grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    # CCAM's backward and the loss's backward both run through the compiled backbone's backward,
+    # which AOTAutograd's donated buffers allow only once (see docs/models/c3n.md).
+    with torch._functorch.config.patch(donated_buffer=False):
+        loss = torch.compile(model, backend="aot_eager")(**inputs, labels=labels).loss
+        loss.backward()
+    torch.testing.assert_close(loss, eager_loss)
+    assert eager_grads.keys() == {name for name, p in model.named_parameters() if p.grad is not None}
+    for name, parameter in model.named_parameters():
+        if name in eager_grads:
+            torch.testing.assert_close(parameter.grad, eager_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_export_explains_why_the_ccam_gradient_does_not_export_and_what_does():
+    model, inputs = tiny_model(), tiny_inputs(batch=1, frames=2, height=32, width=32)
+    with pytest.raises(RuntimeError, match=r"autograd\.grad.*ccam_weights.*consensus_mode='none'"):
+        torch.export.export(model, (), kwargs=inputs)
+    with torch.no_grad():
+        eager = model(**inputs)
+    with_weights = {**inputs, "ccam_weights": eager.ccam_weights}
+    program = torch.export.export(model, (), kwargs=with_weights)
+    exported = program.module()(**with_weights)
+    torch.testing.assert_close(exported.logits, eager.logits)
+    assert torch.equal(exported.unified_labels, eager.unified_labels)
+
+    no_ccam = tiny_model(consensus_mode="none")
+    with torch.no_grad():
+        expected = no_ccam(**inputs).logits
+    torch.testing.assert_close(torch.export.export(no_ccam, (), kwargs=inputs).module()(**inputs).logits, expected)
+
+
+def test_onnx_export_runs_in_onnxruntime_with_given_ccam_weights(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model, inputs = tiny_model(), tiny_inputs(batch=1, frames=2, height=32, width=32)
+    with pytest.raises(Exception, match="CCAM"):
+        torch.onnx.export(model, (), kwargs=inputs, dynamo=True)
+    with torch.no_grad():
+        eager = model(**inputs)
+    with_weights = {**inputs, "ccam_weights": eager.ccam_weights}
+    torch.onnx.export(model, (), tmp_path / "c3n.onnx", kwargs=with_weights, dynamo=True)
+    session = onnxruntime.InferenceSession(str(tmp_path / "c3n.onnx"))
+    feeds = dict(
+        zip(
+            [node.name for node in session.get_inputs()],
+            [inputs["pixel_values"], inputs["audio_embeds"], inputs["audio_logits"], *eager.ccam_weights],
+        )
+    )
+    logits, unified_labels = session.run(None, {name: value.numpy() for name, value in feeds.items()})[:2]
+    np.testing.assert_allclose(logits, eager.logits.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(unified_labels, eager.unified_labels.numpy())
+
+
+# ----------------------------------------------------------------- gradient checkpointing
+@pytest.mark.parametrize("backbone", ["pvt_v2", "swin"])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(backbone):
+    model, inputs = tiny_model(backbone).train(), tiny_inputs()
+    labels = (torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6)) > 0.5).float()
+    stages = model.backbone.encoder.layers if backbone == "pvt_v2" else model.backbone.swin.encoder.layers
+    calls = []  # runs of a stage-2 block's attention (inside the block, so recomputations count)
+    stages[1].blocks[0].attention.register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        calls.clear()
+        torch.manual_seed(0)  # Swin's stochastic depth draws the same in both runs
+        loss = model(**inputs, labels=labels).loss
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return loss.detach(), grads, len(calls)
+
+    loss, grads, plain_calls = step()
+    model.activation_checkpointing_enable()
+    checkpointed_loss, checkpointed_grads, checkpointed_calls = step()
+    assert plain_calls == 1 and checkpointed_calls == 3  # forward, CCAM's recompute, the loss's recompute
+    torch.testing.assert_close(checkpointed_loss, loss)
+    # Every trainable parameter but Swin's unused final norm (the backbone reads the per-stage norms).
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable - grads.keys() == ({"backbone.swin.layernorm.weight", "backbone.swin.layernorm.bias"} if backbone == "swin" else set())
+    assert checkpointed_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_reentrant_checkpointing_is_refused_with_the_fix():
+    model = tiny_model().train()
+    model.activation_checkpointing_enable({"use_reentrant": True})
+    labels = torch.zeros(2, 3, 64, 64)
+    with pytest.raises(ValueError, match="use_reentrant': False"):
+        model(**tiny_inputs(), labels=labels)
+    no_ccam = tiny_model(consensus_mode="none").train()
+    no_ccam.activation_checkpointing_enable({"use_reentrant": True})
+    no_ccam(**tiny_inputs(), labels=labels).loss.backward()  # no gradient inside forward: allowed
+
+
+# ----------------------------------------------------------------- introspection
+def test_hidden_states_attentions_and_consensus_are_the_papers_figures():
+    model, inputs = tiny_model(), tiny_inputs()
+    with torch.no_grad():
+        output = model(**inputs, output_hidden_states=True, output_attentions=True)
+        backbone_maps = model.backbone(inputs["pixel_values"].flatten(0, 1)).feature_maps
+    # The stage-by-stage run gives the backbone's own feature maps.
+    for ours, theirs in zip(output.hidden_states, backbone_maps):
+        torch.testing.assert_close(ours.flatten(0, 1), theirs)
+    # Fig. 7: CCAM's spatial attention is the sigmoid of the channel mean of the re-weighted features.
+    for features, weights, attention in zip(output.hidden_states, output.ccam_weights, output.attentions):
+        channel_weights = torch.sigmoid(F.normalize(weights, dim=-1))[..., None, None]
+        torch.testing.assert_close(attention, torch.sigmoid((features * channel_weights).mean(dim=2)))
+    # Fig. 6: the top classes of both heads, their confidences and the scores of their pairs.
+    visual = output.visual_logits.softmax(-1) ** 0.1
+    audio = inputs["audio_logits"].softmax(-1) ** 0.1
+    assert torch.equal(output.consensus_top_visual_classes, visual.topk(5).indices)
+    assert torch.equal(output.consensus_top_audio_classes, audio.topk(5).indices)
+    torch.testing.assert_close(output.consensus_top_visual_confidences, visual.topk(5).values)
+    torch.testing.assert_close(output.consensus_top_audio_confidences, audio.topk(5).values)
+    for index in np.ndindex(2, 3):
+        rows, columns = output.consensus_top_visual_classes[index], output.consensus_top_audio_classes[index]
+        expected = visual[index][rows, None] * model.label_similarity[rows][:, columns] * audio[index][None, columns]
+        torch.testing.assert_close(output.consensus_top_pair_scores[index], expected)
+        best_overall = (visual[index][:, None] * model.label_similarity * audio[index][None]).max()
+        assert output.consensus_top_pair_scores[index].max() <= best_overall
+        if output.consensus_top_pair_scores[index].max() == best_overall:
+            assert output.unified_labels[index] == rows[output.consensus_top_pair_scores[index].max(1).values.argmax()]
+
+
+def test_returned_maps_are_the_tensors_the_forward_used():
+    model = tiny_model().train()
+    labels = (torch.rand(2, 3, 64, 64) > 0.5).float()
+    output = model(**tiny_inputs(), labels=labels, output_hidden_states=True, output_attentions=True)
+    maps = [*output.hidden_states, *output.decoder_hidden_states, *output.attentions]
+    for tensor in maps:
+        tensor.retain_grad()
+    output.loss.backward()
+    assert all(tensor.grad is not None and tensor.grad.abs().sum() > 0 for tensor in maps)
+
+
+# ----------------------------------------------------------------- initialisation
+def test_buffers_missing_from_a_checkpoint_are_initialised(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    dropped = ("label_similarity", "num_batches_tracked", "running_mean", "running_var")
+    kept = {key: value for key, value in state.items() if not key.endswith(dropped)}
+    assert len(kept) < len(state)
+    save_file(kept, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    reloaded = AutoModelForAudioVisualSegmentation.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.label_similarity, torch.zeros(NUM_VISUAL, NUM_AUDIO))
+    for norm in (module.output_norm for module in reloaded.fusion):
+        assert norm.num_batches_tracked.item() == 0
+        assert torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))
+        assert torch.equal(norm.running_var, torch.ones_like(norm.running_var))
+
+
+# ----------------------------------------------------------------- end to end
+TINY_AUDIO_ENCODERS = {
+    "vggish": ({"model_type": "vggish", **TINY_VGGISH}, VGGishFeatureExtractor, AUDIO_DIM),
+    "panns": (
+        {"model_type": "panns_cnn14", "block_channels": [4, 4, 4, 4, 4, 8], "embedding_size": AUDIO_DIM},
+        PannsFeatureExtractor,
+        AUDIO_DIM,
+    ),
+    "beats": (
+        {
+            "model_type": "beats",
+            "num_mel_bins": 16,
+            "patch_size": 4,
+            "patch_embedding_dim": 12,
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "positional_conv_kernel_size": 8,
+            "positional_conv_groups": 4,
+            "relative_position_buckets": 16,
+            "relative_position_max_distance": 32,
+        },
+        BeatsFeatureExtractor,
+        16,
+    ),
+}
+
+
+@pytest.mark.parametrize("encoder", sorted(TINY_AUDIO_ENCODERS))
+def test_c3n_runs_through_the_pipeline_and_predict_with_each_audio_encoder(tmp_path, encoder):
+    audio_config, feature_extractor, width = TINY_AUDIO_ENCODERS[encoder]
+    video = write_video(tmp_path / "clip.mp4", seconds=2, fps=2, size=(36, 44))
+    # No num_labels: C3N is binary by default, so the pipeline and predict make binary masks.
+    model = tiny_model(audio_config={**audio_config, "num_labels": NUM_AUDIO}, audio_embed_dim=width)
+    model.save_pretrained(tmp_path / "model")
+    processor = AudioVisualProcessor(AudioVisualImageProcessor(size=32), feature_extractor(), num_frames=2)
+    processor.save_pretrained(tmp_path / "model")
+
+    results = pipeline("audio-visual-segmentation", model=str(tmp_path / "model"))(str(video))
+    assert len(results) == 2
+    assert all(result["mask"].shape == (36, 44) and set(np.unique(result["mask"])) <= {0, 1} for result in results)
+    assert "labels" not in results[0]  # no class scores: a binary model
+
+    out = tmp_path / "out"
+    assert cli_main(["predict", str(tmp_path / "model"), str(video), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_type"] == "c3n" and summary["num_frames"] == 2
+    for frame, result in zip(summary["frames"], results):
+        assert np.array_equal(np.asarray(Image.open(out / frame["mask"])) > 0, result["mask"] > 0)

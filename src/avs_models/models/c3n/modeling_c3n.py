@@ -11,10 +11,12 @@ per frame.
 
 The backbone runs stage by stage here, not through its own `forward`: Transformers' PVT-v2 and
 Swin backbones return each stage after its LayerNorm, while CCAM needs the last block's output,
-before that norm. A zero "gradient probe" that requires grad is added to each of those outputs;
-the gradient of the chosen logit with respect to a probe is the gradient with respect to the block
-output. Probes are leaves, so this works with a frozen backbone, under `torch.no_grad()`, and under
-`torch.compile` (they become graph inputs at the graph breaks the probes and `autograd.grad` make).
+before that norm. A zero "gradient probe" `(N, 1, C_k)` that requires grad is added to each of
+those outputs, broadcast over the tokens: the gradient of the chosen logit with respect to a probe
+is the gradient with respect to the block output summed over the tokens, which CCAM averages
+anyway. Probes are leaves made before the backbone runs, so this works with a frozen backbone,
+under `torch.no_grad()`, and under `torch.compile` (where they are inputs of the compiled backbone
+graph, and `autograd.grad` runs between two graphs).
 """
 
 from __future__ import annotations
@@ -491,20 +493,18 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             return self._gradient_checkpointing_func(partial(block, **kwargs), *args)
         return block(*args, **kwargs)
 
-    @staticmethod
-    def _add_probe(tokens: torch.Tensor, probes: list[torch.Tensor] | None) -> torch.Tensor:
-        """Add a zero leaf that requires grad to a stage's last block output (see the module docstring)."""
-        if probes is None:
-            return tokens
-        probe = torch.zeros_like(tokens, requires_grad=True)
-        probes.append(probe)
-        return tokens + probe
+    def _gradient_probes(self, num_frames: int, dtype: torch.dtype) -> list[torch.Tensor]:
+        """One zero leaf `(N, 1, C_k)` per stage that requires grad (see the module docstring)."""
+        return [
+            torch.zeros(num_frames, 1, channels, dtype=dtype, device=self.device, requires_grad=True)
+            for channels in self.backbone.channels
+        ]
 
     def _run_backbone(
         self, pixel_values: torch.Tensor, probes: list[torch.Tensor] | None, record_graph: bool
     ) -> list[torch.Tensor]:
         """Backbone stage maps `[(N, C_k, h_k, w_k)]` of frames `(N, 3, H, W)`, the same as the
-        backbone's `feature_maps`. With `probes` (a list), one gradient probe per stage is appended.
+        backbone's `feature_maps`. With `probes`, `probes[k]` is added to stage k's last block output.
 
         Nothing before the first probe needs a graph unless the caller records one
         (`record_graph`), so stage 1 of an inference forward keeps no activations for backward.
@@ -516,12 +516,13 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
     def _run_pvt_v2(self, pixel_values, probes, record_graph) -> list[torch.Tensor]:
         feature_maps = []
         hidden = pixel_values
-        for stage in self.backbone.encoder.layers:
-            with torch.set_grad_enabled(record_graph or bool(probes)):
+        for index, stage in enumerate(self.backbone.encoder.layers):
+            with torch.set_grad_enabled(record_graph or (probes is not None and index > 0)):
                 tokens, height, width = stage.patch_embedding(hidden)
                 for block in stage.blocks:
                     tokens = self._call_block(block, tokens, height, width)[0]
-            tokens = self._add_probe(tokens, probes)
+            if probes is not None:
+                tokens = tokens + probes[index].to(tokens.dtype)
             hidden = stage.layer_norm(tokens).reshape(len(tokens), height, width, -1).permute(0, 3, 1, 2)
             hidden = hidden.contiguous()
             feature_maps.append(hidden)
@@ -532,11 +533,12 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         feature_maps = []
         with torch.set_grad_enabled(record_graph):
             tokens, (height, width) = swin.embeddings(pixel_values)
-        for name, stage in zip(self.backbone.out_features, swin.encoder.layers):
-            with torch.set_grad_enabled(record_graph or bool(probes)):
+        for index, (name, stage) in enumerate(zip(self.backbone.out_features, swin.encoder.layers)):
+            with torch.set_grad_enabled(record_graph or (probes is not None and index > 0)):
                 for block in stage.blocks:
                     tokens = self._call_block(block, tokens, (height, width), always_partition=True)[0]
-            tokens = self._add_probe(tokens, probes)
+            if probes is not None:
+                tokens = tokens + probes[index].to(tokens.dtype)
             normed = self.backbone.hidden_states_norms[name](tokens)
             feature_maps.append(normed.view(len(tokens), height, width, -1).permute(0, 3, 1, 2).contiguous())
             if stage.downsample is not None:
@@ -588,7 +590,12 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         )
 
     def _class_activated_weights(
-        self, visual_logits: torch.Tensor, unified_labels: torch.Tensor, probes: list[torch.Tensor], keep_graph: bool
+        self,
+        visual_logits: torch.Tensor,
+        unified_labels: torch.Tensor,
+        probes: list[torch.Tensor],
+        stage_features: list[torch.Tensor],
+        keep_graph: bool,
     ) -> list[torch.Tensor]:
         """Grad-CAM channel weights per stage: the gradient of each row's unified-label logit with
         respect to the stage's last block output, averaged over its tokens, `(N, C_k)` in float32.
@@ -597,7 +604,11 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             raise RuntimeError(EXPORT_HINT)
         seed = F.one_hot(unified_labels, visual_logits.shape[-1]).to(visual_logits.dtype)
         gradients = torch.autograd.grad(visual_logits, probes, grad_outputs=seed, retain_graph=keep_graph)
-        return [gradient.float().mean(dim=1) for gradient in gradients]
+        # A probe's gradient is the sum over the stage's h_k * w_k tokens.
+        return [
+            gradient[:, 0].float() / features[0, 0].numel()
+            for gradient, features in zip(gradients, stage_features)
+        ]
 
     def _channel_spatial_attention(
         self, stage_features: list[torch.Tensor], weights: list[torch.Tensor], batch: int, frames: int
@@ -702,7 +713,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         keep_graph = torch.is_grad_enabled()
         if take_gradient and keep_graph and self.gradient_checkpointing and self.training:
             self._check_gradient_checkpointing()
-        if take_gradient and torch.is_inference_mode_enabled():
+        if take_gradient and not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "C3N computes its CCAM weights with a gradient inside forward, which torch.inference_mode() "
                 "forbids: run it under torch.no_grad() instead"
@@ -713,14 +724,16 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
 
         # Backbone, visual head, consensus. CCAM needs gradients even under torch.no_grad(); the graph
         # is kept only when the caller records one.
-        probes = [] if take_gradient else None
+        probes = self._gradient_probes(batch * frames, self.dtype) if take_gradient else None
         with torch.enable_grad() if take_gradient else nullcontext():
             stage_features = self._run_backbone(pixel_values.flatten(0, 1), probes, keep_graph)
             visual_logits = self.visual_classifier(stage_features[-1].mean(dim=(2, 3)))
             flat_audio_logits = audio_logits.flatten(0, 1) if audio_logits is not None else None
             unified_labels = self.cognitive_consensus(visual_logits, flat_audio_logits) if consensus else None
             if take_gradient:
-                raw_weights = self._class_activated_weights(visual_logits, unified_labels, probes, keep_graph)
+                raw_weights = self._class_activated_weights(
+                    visual_logits, unified_labels, probes, stage_features, keep_graph
+                )
         if not keep_graph:
             stage_features = [features.detach() for features in stage_features]
         hidden_states = None
