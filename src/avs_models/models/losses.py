@@ -38,11 +38,11 @@ def labelled_frame_weights(
 
 
 def per_frame_cross_entropy(frame_logits: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each frame `(N, L, H, W)` against class ids `(N, H, W)`: the mean over the
-    frame's pixels that are not `IGNORE_INDEX` (0 for a frame without any), shape `(N,)`."""
+    """Cross-entropy of each frame `(N, L, H, W)` against class ids `(N, H, W)`, shape `(N,)`: the
+    official AVSS per-frame mean over all the frame's pixels, where pixels labelled `IGNORE_INDEX`
+    add nothing (the official data has none)."""
     pixel_losses = F.cross_entropy(frame_logits, class_ids, ignore_index=IGNORE_INDEX, reduction="none")
-    counted = (class_ids != IGNORE_INDEX).sum(dim=(1, 2)).clamp(min=1)
-    return pixel_losses.sum(dim=(1, 2)) / counted
+    return pixel_losses.mean(dim=(1, 2))
 
 
 __all__ = ["labelled_frame_weights", "per_frame_cross_entropy"]

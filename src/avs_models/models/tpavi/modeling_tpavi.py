@@ -420,8 +420,8 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
         """The segmentation loss and (when `avm_loss_weight > 0`) the AVM loss, in float32.
 
         Segmentation: binary cross-entropy (`L == 1`; the official S4 code on the first frame,
-        MS3 on all five) or cross-entropy (AVSS, per-frame mean over the pixels that are not
-        `IGNORE_INDEX`), averaged over the labelled frames.
+        MS3 on all five) or cross-entropy (AVSS: per-frame mean over the frame's pixels, those
+        labelled `IGNORE_INDEX` adding nothing), averaged over the labelled frames.
         """
         batch, num_frames, num_labels, height, width = logits.shape
         check_shape("labels", labels, (batch, num_frames, height, width))
