@@ -6,12 +6,12 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ..auto import sub_config_from_dict
+from ..backbones import ALL_STAGES
 from ..hub_code import HubConfigMixin
 
 QSCA_TOKEN_LAYOUTS = ("official", "spatial")
-# Kept local (not imported from the package) so that the Hub copy of this file, loaded with
-# `trust_remote_code=True`, stands alone.
-ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
+# The paper's Table IV ablations; each is True in the full model.
+ABLATION_SWITCHES = ("use_avga", "use_qsca", "qsca_query_selection", "qsca_audio_continuity", "cim_progression")
 
 
 class PCMANetConfig(HubConfigMixin, PreTrainedConfig):
@@ -36,8 +36,9 @@ class PCMANetConfig(HubConfigMixin, PreTrainedConfig):
         hidden_size (`int`, defaults to 256):
             The unified channel width `C` of every stage.
         avga_groups (`int`, defaults to 8):
-            Channel groups of the audio-visual grouped attention. The paper uses 8; the official
-            ResNet-50 S4/MS3 code uses 4 (converted checkpoints set it from their weights).
+            Channel groups of the audio-visual grouped attention. The paper and every official model
+            use 8, except the ResNet-50 S4 model, which uses 4 (converted checkpoints set it from
+            their weights).
         qsca_pool_sizes (`list[int]`, defaults to `[28, 14, 7, 7]`):
             Side of the token grid each stage's QSCA pools its features to (stage 1 to 4), as the
             official code. A confidence mask of another size is resized (nearest) to the grid.
@@ -60,6 +61,24 @@ class PCMANetConfig(HubConfigMixin, PreTrainedConfig):
             Weight of each stage's loss, final (stage 1) prediction first.
         freeze_audio_encoder (`bool`, defaults to `True`):
             Keep the audio encoder's weights fixed during training, as both papers do.
+        ignore_index (`int`, defaults to 255):
+            Class id of pixels that the multi-class loss skips (AVSBench's "ignore" value). It must lie
+            outside `[0, num_labels)`. Unused when `num_labels == 1`.
+        use_avga (`bool`, defaults to `True`):
+            *Ablation* (paper Table IV, "GA"). `False` replaces each stage's AVGA by adding the audio
+            vector to every pixel of the visual map, the "directly combined" baseline of the paper.
+        use_qsca (`bool`, defaults to `True`):
+            *Ablation* (paper Table IV, "CA"). `False` removes QSCA: the guided fusion receives no
+            guide map, and the confidence masks are still computed but select nothing.
+        qsca_query_selection (`bool`, defaults to `True`):
+            *Ablation* (paper Table IV, "CA w/o M"). `False` makes every token a query in every
+            QSCA, whatever the confidence masks say.
+        qsca_audio_continuity (`bool`, defaults to `True`):
+            *Ablation* (paper Table IV, "CA w/o C"). `False` gives every QSCA the initial (projected)
+            audio embedding instead of the audio state updated by the deeper QSCA.
+        cim_progression (`bool`, defaults to `True`):
+            *Ablation* (paper Table IV, "CI w/o P"). `False` makes each stage's confidence mask from
+            its own prediction only, instead of multiplying it with the deeper stage's mask.
     """
 
     model_type = "pcmanet"
@@ -82,13 +101,24 @@ class PCMANetConfig(HubConfigMixin, PreTrainedConfig):
     confidence_threshold: float = 0.99
     loss_stage_weights: list[float] | tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     freeze_audio_encoder: bool = True
+    ignore_index: int = 255
+    use_avga: bool = True
+    use_qsca: bool = True
+    qsca_query_selection: bool = True
+    qsca_audio_continuity: bool = True
+    cim_progression: bool = True
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
         if self.id2label is None:
             kwargs.setdefault("num_labels", 1)
+        # Checked before PreTrainedConfig turns num_labels into an id2label map, which makes any
+        # negative count an empty map (num_labels 0).
+        if kwargs.get("num_labels") is not None and kwargs["num_labels"] < 1:
+            raise ValueError(f"num_labels must be at least 1, got {kwargs['num_labels']}")
         super().__post_init__(**kwargs)
-        # The package's own audio encoders resolve without the package too (Hub code): models/auto.py.
+        # Not a declared sub-config: resolved through the package's own lookup, which the Hub copy
+        # of this file carries (see hub_code.py), so it works where avs_models is not installed.
         self.audio_config = sub_config_from_dict(self.audio_config)
         self.qsca_pool_sizes = list(self.qsca_pool_sizes)
         self.loss_stage_weights = [float(weight) for weight in self.loss_stage_weights]
@@ -106,6 +136,14 @@ class PCMANetConfig(HubConfigMixin, PreTrainedConfig):
             raise ValueError(f"confidence_threshold must lie in (0.5, 1], got {self.confidence_threshold}")
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be at least 1, got {self.num_labels}")
+        if self.num_labels > 1 and 0 <= self.ignore_index < self.num_labels:
+            raise ValueError(
+                f"ignore_index={self.ignore_index} is a class id of this {self.num_labels}-class model: "
+                "choose a value outside [0, num_labels), e.g. 255"
+            )
+        for switch in ABLATION_SWITCHES:
+            if not isinstance(getattr(self, switch), bool):
+                raise ValueError(f"{switch} must be true or false, got {getattr(self, switch)!r}")
         if len(getattr(self.backbone_config, "out_features", ALL_STAGES)) != 4:
             raise ValueError(
                 "PCMANet needs a backbone returning 4 feature maps; backbone_config.out_features is "
