@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number in [1, 65535], got {text}")
-    return value
+from avs_models.commands.arguments import port
 
 
 def add_parser(subparsers) -> None:
@@ -36,7 +31,7 @@ def add_parser(subparsers) -> None:
         default=DEFAULT_HOST,
         help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 serves other machines too)",
     )
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument(
         "--share", action="store_true", help="also ask Gradio for a public link (needs the internet)"
     )

@@ -38,4 +38,12 @@ def opacity(text: str) -> float:
     return value
 
 
-__all__ = ["non_negative_int", "opacity", "positive_int", "probability"]
+def port(text: str) -> int:
+    """A TCP port number, in [1, 65535]."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in [1, 65535], got {text}")
+    return value
+
+
+__all__ = ["non_negative_int", "opacity", "port", "positive_int", "probability"]
