@@ -323,7 +323,12 @@ def legend_html(legend: list[tuple[str, tuple[int, int, int]]]) -> str:
 def build_app(model_dirs: list[str] | None = None):
     """The Gradio page (`gr.Blocks`). `model_dirs` fill the model menu (the first is the default);
     without any, the demo-trained PCMANet is the default. Any other saved folder can be typed in."""
-    import gradio as gr
+    try:
+        import gradio as gr
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            "the web demo needs gradio, which is not installed: pip install 'avs-models[app]'"
+        ) from error
 
     from .cli import USER_ERRORS, one_line
 
