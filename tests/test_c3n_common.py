@@ -68,7 +68,9 @@ class C3NCommonTest(ModelTesterMixin, unittest.TestCase):
             tester = self.model_tester
             shape = (tester.batch_size, tester.num_frames, tester.image_size, tester.image_size)
             # the same labels on every call: some mixin tests compare two forwards with labels
-            inputs_dict["labels"] = torch.randint(0, 2, shape, generator=torch.Generator().manual_seed(0)).float()
+            inputs_dict["labels"] = torch.randint(
+                0, 2, shape, generator=torch.Generator().manual_seed(0)
+            ).float()
         return inputs_dict
 
     def test_config(self):
@@ -85,39 +87,42 @@ class C3NCommonTest(ModelTesterMixin, unittest.TestCase):
         tester.create_and_test_config_from_pretrained_custom_kwargs()
         tester.check_config_can_be_init_without_params()
 
+    def _outputs_asking_for(self, flag: str):
+        """The outputs of a forward with `flag` (`output_hidden_states` / `output_attentions`) passed as
+        an argument, then set in the config."""
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        for from_config in (False, True):
+            config = copy.deepcopy(config)
+            setattr(config, flag, from_config)
+            model = C3NForAudioVisualSegmentation(config).eval()
+            with torch.no_grad():
+                yield model(**inputs, **({} if from_config else {flag: True}))
+
     def test_hidden_states_output(self):
         # The mixin expects (seq_len, hidden) states; C3N's are clip feature maps.
         tester = self.model_tester
-        config, inputs = tester.prepare_config_and_inputs_for_common()
         clip = (tester.batch_size, tester.num_frames)
-        for from_config in (False, True):
-            config = copy.deepcopy(config)
-            config.output_hidden_states = from_config
-            model = C3NForAudioVisualSegmentation(config).eval()
-            with torch.no_grad():
-                outputs = model(**inputs, **({} if from_config else {"output_hidden_states": True}))
+        decoder_sizes = [2 * size for size in reversed(tester.stage_sizes())]
+        for outputs in self._outputs_asking_for("output_hidden_states"):
             self.assertEqual(
                 [tuple(state.shape) for state in outputs.hidden_states],
-                [(*clip, width, size, size) for width, size in zip(tester.hidden_sizes, tester.stage_sizes())],
+                [
+                    (*clip, width, size, size)
+                    for width, size in zip(tester.hidden_sizes, tester.stage_sizes())
+                ],
             )
-            decoder_sizes = [2 * size for size in reversed(tester.stage_sizes())]
             self.assertEqual(
                 [tuple(state.shape) for state in outputs.decoder_hidden_states],
                 [(*clip, tester.hidden_size, size, size) for size in decoder_sizes],
             )
+            self.assertIsNone(outputs.attentions)
 
     def test_attention_outputs(self):
         # The mixin expects per-layer (heads, seq_len, seq_len) weights; C3N's attentions are CCAM's
         # spatial maps, one per backbone stage, plus the consensus's top classes.
         tester = self.model_tester
-        config, inputs = tester.prepare_config_and_inputs_for_common()
         clip = (tester.batch_size, tester.num_frames)
-        for from_config in (False, True):
-            config = copy.deepcopy(config)
-            config.output_attentions = from_config
-            model = C3NForAudioVisualSegmentation(config).eval()
-            with torch.no_grad():
-                outputs = model(**inputs, **({} if from_config else {"output_attentions": True}))
+        for outputs in self._outputs_asking_for("output_attentions"):
             self.assertEqual(
                 [tuple(attention.shape) for attention in outputs.attentions],
                 [(*clip, size, size) for size in tester.stage_sizes()],

@@ -34,7 +34,7 @@ from transformers.backbone_utils import load_backbone
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ..audio_utils import encode_audio_segments
+from ..audio_utils import encode_audio_segments, with_leading_dims
 from ..auto import sub_model_from_config
 from ..hub_code import HubModelMixin
 from ..inputs import check_finite, check_pixel_values, check_shape
@@ -134,16 +134,6 @@ def _named_labels(config) -> list[str] | None:
     """`id2label` names in id order, or None when they are Transformers' placeholders (`LABEL_0`, ...)."""
     names = [config.id2label[index] for index in range(config.num_labels)]
     return None if all(name == f"LABEL_{index}" for index, name in enumerate(names)) else names
-
-
-def _as_clip(maps: torch.Tensor, batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(B*T, ...)` maps -> (the `(B, T, ...)` view to return, that view flattened back to continue from).
-
-    Continuing the forward from the returned view puts it on the forward's path, so gradients reach
-    the tensors a user gets from `output_hidden_states` / `output_attentions`.
-    """
-    clip = maps.view(batch, frames, *maps.shape[1:])
-    return clip, clip.flatten(0, 1)
 
 
 class C3NASPP(GradientCheckpointingLayer):
@@ -306,10 +296,14 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         check_num_labels(config.num_labels)  # config.num_labels may have been set after the config was built
         model_type = config.backbone_config.model_type
         if model_type not in SUPPORTED_BACKBONES:
-            raise ValueError(f"C3N supports {SUPPORTED_BACKBONES} backbones, got backbone model_type {model_type!r}")
+            raise ValueError(
+                f"C3N supports {SUPPORTED_BACKBONES} backbones, got backbone model_type {model_type!r}"
+            )
         self.backbone = load_backbone(config)
         self.audio_encoder = (
-            sub_model_from_config(config.audio_config, AutoModelForAudioClassification) if config.audio_config else None
+            sub_model_from_config(config.audio_config, AutoModelForAudioClassification)
+            if config.audio_config
+            else None
         )
         stage_channels = list(self.backbone.channels)
         if len(stage_channels) != 4:
@@ -359,7 +353,8 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             raise ValueError(
                 f"matrix must be a tensor of shape {expected} (visual classes x audio classes), got {shape}"
             )
-        check_finite("matrix", matrix)
+        if not bool(torch.isfinite(matrix).all()):
+            raise ValueError("matrix holds NaN or infinite similarities: every entry must be a finite number")
         self.label_similarity.copy_(matrix.detach().to(self.label_similarity))
 
     def compute_label_similarity_from_names(
@@ -406,7 +401,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         for name, (tensor, width, required) in needed.items():
             if tensor is None:
                 if required:
-                    raise ValueError(f"`{name}` of shape ({batch}, {frames}, {width}) is required by this config")
+                    raise ValueError(
+                        f"`{name}` of shape ({batch}, {frames}, {width}) is required by this config"
+                    )
                 continue
             check_shape(name, tensor, (batch, frames, width))
             if not tensor.is_floating_point():
@@ -433,8 +430,8 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         if keywords.get("use_reentrant", True) is not False:
             raise ValueError(
                 "C3N's CCAM calls torch.autograd.grad inside forward, which reentrant activation checkpointing "
-                "does not allow: enable it with gradient_checkpointing_kwargs={'use_reentrant': False} "
-                "(Transformers' default)"
+                "does not allow: enable checkpointing with {'use_reentrant': False}, the default of "
+                "model.activation_checkpointing_enable()"
             )
 
     # ----------------------------------------------------------------- audio
@@ -556,7 +553,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         if self.config.audio_score_activation == "sigmoid":
             audio_scores = audio_scores.sigmoid()
         audio_confidence = audio_scores.softmax(dim=-1) ** self.config.consensus_audio_exponent
-        visual_confidence = visual_logits.detach().float().softmax(dim=-1) ** self.config.consensus_visual_exponent
+        visual_confidence = (
+            visual_logits.detach().float().softmax(dim=-1) ** self.config.consensus_visual_exponent
+        )
         return visual_confidence, audio_confidence, self.label_similarity.float()
 
     def cognitive_consensus(
@@ -567,7 +566,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         order); the visual argmax when `consensus_mode="visual_only"`. Shapes `(N, Nv)`, `(N, Na)` -> `(N,)`."""
         if self.config.consensus_mode == "visual_only":
             return visual_logits.detach().float().argmax(dim=-1)
-        visual_confidence, audio_confidence, similarity = self._consensus_confidences(visual_logits, audio_logits)
+        visual_confidence, audio_confidence, similarity = self._consensus_confidences(
+            visual_logits, audio_logits
+        )
         weighted = audio_confidence[:, None, :] * similarity[None] * visual_confidence[:, :, None]
         return weighted.flatten(1).argmax(dim=-1) // weighted.shape[-1]
 
@@ -577,7 +578,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         """The `k` most confident visual and audio classes per row and the consensus score of each of
         their pairs (paper Fig. 6). `(N, Nv)`, `(N, Na)` -> classes and confidences `(N, k)`, pair
         scores `(N, k, k)` (rows: visual, columns: audio)."""
-        visual_confidence, audio_confidence, similarity = self._consensus_confidences(visual_logits, audio_logits)
+        visual_confidence, audio_confidence, similarity = self._consensus_confidences(
+            visual_logits, audio_logits
+        )
         visual_top, visual_classes = visual_confidence.topk(min(k, visual_confidence.shape[-1]), dim=-1)
         audio_top, audio_classes = audio_confidence.topk(min(k, audio_confidence.shape[-1]), dim=-1)
         pair_similarity = similarity[visual_classes[:, :, None], audio_classes[:, None, :]]
@@ -620,7 +623,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             if self.config.ccam_weight_normalization == "l2":
                 stage_weights = F.normalize(stage_weights, p=2, dim=1, eps=CCAM_NORM_EPS)
             features = features * torch.sigmoid(stage_weights).to(features.dtype)[:, :, None, None]
-            spatial, flat_spatial = _as_clip(torch.sigmoid(features.mean(dim=1)), batch, frames)
+            spatial, flat_spatial = with_leading_dims(torch.sigmoid(features.mean(dim=1)), (batch, frames))
             spatial_maps.append(spatial)
             refined.append(features * flat_spatial[:, None])
         return refined, spatial_maps
@@ -707,7 +710,9 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         consensus = config.consensus_mode != "none"
         if ccam_weights is not None:
             if not consensus:
-                raise ValueError("`ccam_weights` were given, but this config has no CCAM (consensus_mode='none')")
+                raise ValueError(
+                    "`ccam_weights` were given, but this config has no CCAM (consensus_mode='none')"
+                )
             self._check_ccam_weights(ccam_weights, batch, frames)
         take_gradient = consensus and ccam_weights is None
         keep_graph = torch.is_grad_enabled()
@@ -738,14 +743,16 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             stage_features = [features.detach() for features in stage_features]
         hidden_states = None
         if output_hidden_states:
-            clips = [_as_clip(features, batch, frames) for features in stage_features]
+            clips = [with_leading_dims(features, (batch, frames)) for features in stage_features]
             hidden_states = tuple(clip for clip, _ in clips)
             stage_features = [flat for _, flat in clips]
         spatial_maps = None
         if consensus:
             if ccam_weights is not None:
                 raw_weights = [weights.flatten(0, 1).float() for weights in ccam_weights]
-            stage_features, spatial_maps = self._channel_spatial_attention(stage_features, raw_weights, batch, frames)
+            stage_features, spatial_maps = self._channel_spatial_attention(
+                stage_features, raw_weights, batch, frames
+            )
 
         logits, decoder_hidden_states = self._decode(
             stage_features,
@@ -800,7 +807,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             else:
                 decoded = self.decoder[stage](decoded, fused[stage], target)
             if decoder_hidden_states is not None:
-                clip, decoded = _as_clip(decoded, batch, frames)
+                clip, decoded = with_leading_dims(decoded, (batch, frames))
                 decoder_hidden_states.append(clip)
         hidden = self.head["conv1"](decoded)
         hidden = F.interpolate(hidden, scale_factor=2, mode="bilinear", align_corners=False)
