@@ -10,9 +10,11 @@ import torch
 from media import frame_brightness, write_frames_and_wav, write_video
 from PIL import Image
 from test_cli import assert_one_line_error, run_cli
-from tiny_training import TINY_C3N, TINY_MODEL
+from tiny_training import TINY_AVSEGFORMER, TINY_C3N, TINY_MODEL
 
 from avs_models import (
+    AVSegFormerConfig,
+    AVSegFormerForAudioVisualSegmentation,
     C3NConfig,
     C3NForAudioVisualSegmentation,
     PCMANetConfig,
@@ -34,6 +36,7 @@ from avs_models.plotting import (
     HEAT_ALPHA,
     KEPT_TOKEN_COLOUR,
     MASK_ALPHA,
+    SIMILARITY_COLORMAP,
     colormap,
     save_figure,
 )
@@ -90,7 +93,7 @@ def explained(model_dir, video):
             pixel_values=inputs["pixel_values"][:1],
             input_features=inputs["input_features"][:1],
             frame_mask=inputs["frame_mask"][:1],
-            **({"output_attentions": True} if model.config.model_type == "c3n" else {}),
+            output_attentions=True,
         )
     return model, explanation, output
 
@@ -179,6 +182,34 @@ def test_confidence_mask_figure_draws_every_token_as_the_model_marked_it(pcmanet
     assert ratios in figure.get_suptitle()
 
 
+def test_grouped_attention_maps_show_the_models_similarities(pcmanet, tmp_path):
+    _, explanation, output = pcmanet
+    groups = TINY_MODEL["config"]["avga_groups"]
+    assert [maps.shape for maps in explanation.grouped_attention] == [
+        (NUM_FRAMES, groups, size, size) for size in (16, 8, 4, 2)
+    ]
+    for drawn, returned in zip(explanation.grouped_attention, output.attentions):
+        np.testing.assert_allclose(drawn, returned[0].numpy())
+
+    frame = 1
+    figure = draw_explanation(explanation, frame=frame)["grouped_attention"]
+    assert "frame 2 (1.5 s)" in figure.get_suptitle()
+    png = saved_png(figure, tmp_path / "avga.png")
+    grid = np.array([axes for axes in figure.axes if axes.get_images()]).reshape(4, groups + 1)
+    maps = [stage_maps[frame] for stage_maps in explanation.grouped_attention]
+    low, high = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)  # one scale for all
+    cmap = colormap(SIMILARITY_COLORMAP)
+    grey = grey_of(explanation.frames[frame])
+    for stage, stage_maps in enumerate(maps):
+        for group, values in enumerate(stage_maps):
+            expected = (1 - HEAT_ALPHA) * grey + HEAT_ALPHA * 255 * cmap((values - low) / (high - low))[
+                ..., :3
+            ]
+            np.testing.assert_allclose(
+                cell_colours(png, grid[stage, group + 1], values.shape), expected, atol=6
+            )
+
+
 # ----------------------------------------------------------------------------- C3N
 def test_c3n_consensus_is_the_models_output_and_the_figure_draws_it(c3n, tmp_path):
     model, explanation, output = c3n
@@ -243,7 +274,7 @@ def test_spatial_attention_heat_maps_show_the_models_values(c3n, tmp_path):
 # ----------------------------------------------------------------------------- files and command line
 def test_explain_writes_the_pictures_and_their_numbers(pcmanet_dir, c3n_dir, video, tmp_path):
     paths = explain(pcmanet_dir, video, tmp_path / "pcmanet")
-    assert sorted(paths) == ["confidence_masks", "summary"]
+    assert sorted(paths) == ["confidence_masks", "grouped_attention", "summary"]
     summary = json.loads(paths["summary"].read_text())
     assert summary["model_type"] == "pcmanet" and summary["frame_times"] == pytest.approx([0.5, 1.5, 2.5])
     assert list(summary["kept_token_ratios"]) == ["stage 4", "stage 3", "stage 2"]
@@ -259,7 +290,7 @@ def test_explain_writes_the_pictures_and_their_numbers(pcmanet_dir, c3n_dir, vid
 
 def test_cli_explain_video_and_frames_folder(pcmanet_dir, video, tmp_path, capsys):
     assert main(["explain", str(pcmanet_dir), str(video), "--out", str(tmp_path / "video")]) == 0
-    assert "confidence_masks.png explain.json" in capsys.readouterr().out
+    assert "confidence_masks.png grouped_attention.png explain.json" in capsys.readouterr().out
     assert (tmp_path / "video" / "confidence_masks.png").is_file()
     frames_dir, wav = write_frames_and_wav(tmp_path / "frames", seconds=3)
     code, err = run_cli(
@@ -275,6 +306,10 @@ def test_cli_explain_errors_are_one_line(pcmanet_dir, video, tmp_path, capsys):
     bare = tmp_path / "bare"
     config = PCMANetConfig(**{**copy.deepcopy(TINY_MODEL["config"]), "audio_config": None})
     PCMANetForAudioVisualSegmentation(config).save_pretrained(bare)
+    other_family = tmp_path / "avsegformer"
+    AVSegFormerForAudioVisualSegmentation(
+        AVSegFormerConfig(**copy.deepcopy(TINY_AVSEGFORMER["config"]))
+    ).save_pretrained(other_family)
     cases = [
         (["explain", tmp_path / "missing", video], ["model folder not found", "missing"]),
         (["explain", pcmanet_dir, tmp_path / "missing.mp4"], ["video not found", "missing.mp4"]),
@@ -282,6 +317,7 @@ def test_cli_explain_errors_are_one_line(pcmanet_dir, video, tmp_path, capsys):
         (["explain", pcmanet_dir, video, "--clip", "5"], ["has 2 clip", "clip 5 is past its end"]),
         (["explain", pcmanet_dir, video, "--frame", "3"], ["frame must be in [0, 2]"]),
         (["explain", bare, video], ["no audio encoder"]),
+        (["explain", other_family, video], ["figures of pcmanet and c3n models", "'avsegformer'"]),
     ]
     for argv, fragments in cases:
         code, err = run_cli(capsys, *argv, "--out", tmp_path / "out")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_cli import assert_one_line_error, run_cli
+from test_explain import saved_png
 from tiny_training import TINY_MODEL
 
 from avs_models.cli import main
@@ -24,7 +25,6 @@ from avs_models.plotting import (
     plot_robustness,
     plot_robustness_frames,
     plot_training_history,
-    save_figure,
 )
 from avs_models.training import Trainer, TrainingConfig
 from avs_models.training.trainer import AVSBenchSplit
@@ -55,14 +55,6 @@ def run_dir(tmp_path_factory, data_dir):
     )
     Trainer(config).train()
     return output
-
-
-def png_of(figure, path) -> np.ndarray:
-    save_figure(figure, path)
-    png = np.asarray(Image.open(path).convert("RGB"))
-    width, height = (figure.get_size_inches() * DPI).round().astype(int)
-    assert png.shape[:2] == (height, width)
-    return png
 
 
 def line_data(axes) -> dict[str, list[float]]:
@@ -102,7 +94,7 @@ def test_plot_command_draws_the_runs_history(run_dir, tmp_path, capsys):
         "mIoU": pytest.approx([entry["val_miou"] for entry in validations]),
         "F-score": pytest.approx([entry["val_fscore"] for entry in validations]),
     }
-    png_of(figures["kept_tokens"], tmp_path / "kept.png")
+    saved_png(figures["kept_tokens"], tmp_path / "kept.png")
 
 
 def test_plot_reads_the_latest_checkpoint_of_a_run_still_going(run_dir, tmp_path, capsys):
@@ -200,7 +192,7 @@ def test_frame_strips_show_the_frame_the_model_received_and_its_mask(run_dir, da
     assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 1}
 
     figure = plot_robustness_frames(examples, "strip")
-    png_of(figure, tmp_path / "strip.png")
+    saved_png(figure, tmp_path / "strip.png")
     for column, (name, frame, predicted) in enumerate(examples):
         assert figure.axes[column].get_title() == name
         shown = figure.axes[len(examples) + column].get_images()[0].get_array()

@@ -19,7 +19,6 @@ intermediate outputs, and the figures of its family are written (see `avs_models
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +45,9 @@ class ClipExplanation:
         frames: the upright RGB frames `[H, W, 3]` uint8 of the clip, one per second.
         times: when each frame is shown (s, container clock).
         predicted_masks: the model's foreground mask per frame, `[h, w]` 0/1 at the input size.
-        stages: the stage number of each entry of the per-stage lists below.
         confidence_masks: PCMANet, per stage (4, 3, 2): `[T, h, w]`, 1 = unconfident token kept by the
             next QSCA.
+        confidence_mask_stages: PCMANet, the stage that made each confidence mask.
         kept_token_ratios: PCMANet, the model's kept-token ratio of each confidence mask.
         grouped_attention: PCMANet, per stage (1 to 4): `[T, G, h, w]` AVGA cosine similarities.
         spatial_attention: C3N, per stage (1 to 4): `[T, h, w]` CCAM spatial attention.
@@ -130,9 +129,8 @@ def explain_clip(model, processor: AudioVisualProcessor, window: dict) -> ClipEx
         "pixel_values": window["pixel_values"].to(model.device, model.dtype),
         audio_key: window[audio_key].to(model.device),
         "frame_mask": window["frame_mask"].to(model.device),
+        "output_attentions": True,  # PCMANet's AVGA maps; C3N's CCAM maps and consensus top classes
     }
-    accepted = inspect.signature(model.forward).parameters
-    inputs.update({name: True for name in ("output_attentions", "output_hidden_states") if name in accepted})
     # No inference_mode: C3N takes a gradient inside forward (CCAM), which no_grad allows.
     with torch.no_grad():
         output = model(**inputs)
@@ -148,6 +146,8 @@ def explain_clip(model, processor: AudioVisualProcessor, window: dict) -> ClipEx
         explanation.confidence_masks = [_frames(mask, real)[:, 0] for mask in output.confidence_masks]
         explanation.confidence_mask_stages = list(plotting.KEPT_TOKEN_MASK_STAGES)
         explanation.kept_token_ratios = [float(ratio) for ratio in output.kept_token_ratios]
+        if output.attentions is not None:  # None without AVGA (the use_avga=False ablation)
+            explanation.grouped_attention = [_frames(maps, real) for maps in output.attentions]
     else:
         explanation.spatial_attention = [_frames(maps, real) for maps in output.attentions]
         explanation.consensus = _consensus(model.config, output, real)
@@ -216,6 +216,13 @@ def draw_explanation(explanation: ClipExplanation, frame: int = 0) -> dict:
             explanation.confidence_mask_stages,
             explanation.kept_token_ratios,
             explanation.times,
+        )
+    if explanation.grouped_attention is not None:
+        figures["grouped_attention"] = plotting.plot_grouped_attention(
+            explanation.frames[frame],
+            [maps[frame] for maps in explanation.grouped_attention],
+            [1, 2, 3, 4],
+            label=plotting.frame_label(frame, explanation.times),
         )
     if explanation.consensus is not None:
         figures["consensus"] = plotting.plot_consensus(

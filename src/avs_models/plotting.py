@@ -141,7 +141,7 @@ def _colorbar(figure, axes, cmap, low: float, high: float, label: str):
     return bar
 
 
-def _frame_label(index: int, times: Sequence[float] | None) -> str:
+def frame_label(index: int, times: Sequence[float] | None) -> str:
     return f"frame {index + 1}" if times is None else f"frame {index + 1} ({times[index]:.1f} s)"
 
 
@@ -174,7 +174,7 @@ def plot_confidence_masks(
         _show(
             grid[row, 0],
             mask_overlay(frame, predicted_masks[row], BINARY_COLOUR),
-            f"{_frame_label(row, times)}: prediction",
+            f"{frame_label(row, times)}: prediction",
         )
         for column, (stage, masks) in enumerate(zip(stages, confidence_masks), start=1):
             mask = np.asarray(masks[row])
@@ -193,23 +193,24 @@ def plot_grouped_attention(
     frame: np.ndarray,
     similarity_maps: Sequence[np.ndarray],
     stages: Sequence[int],
-    title: str = "",
+    label: str = "",
 ):
-    """PCMANet's AVGA cosine-similarity maps of one frame (paper Fig. 9): a row per stage, a column
-    per channel group, one colour scale for all maps.
+    """PCMANet's AVGA cosine-similarity maps of one frame (paper Fig. 9) over that frame: a row per
+    stage, a column per channel group, one colour scale for all maps.
 
     Args:
         frame: `[H, W, 3]` uint8.
-        similarity_maps: per stage, `[G, h, w]`: the cosine similarity between the audio vector and
-            each channel group of every pixel.
+        similarity_maps: per stage, `[G, h, w]`: the cosine similarity between the (projected) audio
+            vector and each channel group of every pixel.
         stages: the stage number of each row.
+        label: names the frame in the title.
     """
     frame = display_frame(frame)
     groups = max(len(maps) for maps in similarity_maps)
     cmap = colormap(SIMILARITY_COLORMAP)
     low, high = value_range(similarity_maps)
     aspect = frame.shape[0] / frame.shape[1]
-    figure = new_figure(0.4 + 2.0 * (groups + 1), 2.0 * aspect * len(similarity_maps) + 0.9)
+    figure = new_figure(1.0 + 1.9 * (groups + 1), 1.9 * aspect * len(similarity_maps) + 0.9)
     grid = figure.subplots(len(similarity_maps), groups + 1, squeeze=False)
     for row, (stage, maps) in enumerate(zip(stages, similarity_maps)):
         _show(grid[row, 0], frame, f"stage {stage} ({maps.shape[1]}x{maps.shape[2]})")
@@ -219,10 +220,9 @@ def plot_grouped_attention(
                 _show(axes, heat_overlay(frame, maps[group], cmap, low, high), f"group {group + 1}")
             else:
                 axes.set_axis_off()
-    _colorbar(figure, grid, cmap, low, high, "cosine similarity (audio, channel group)")
-    figure.suptitle(
-        f"PCMANet AVGA: audio-visual cosine similarity per stage and channel group{title}", fontsize=10
-    )
+    _colorbar(figure, grid, cmap, low, high, "cosine similarity of audio and channel group")
+    title = "PCMANet AVGA: audio-visual cosine similarity per stage (rows) and channel group (columns)"
+    figure.suptitle(f"{title}, {label}" if label else title, fontsize=10)
     return figure
 
 
@@ -274,7 +274,7 @@ def plot_consensus(
         len(frames), 4, squeeze=False, gridspec_kw={"width_ratios": [1.0, 1.25, 1.25, 1.1]}
     )
     for row, (frame, entry) in enumerate(zip(frames, consensus)):
-        _show(grid[row, 0], frame, f"{_frame_label(row, times)}\nunified label: {entry.unified_label}")
+        _show(grid[row, 0], frame, f"{frame_label(row, times)}\nunified label: {entry.unified_label}")
         _bars(
             grid[row, 1],
             entry.visual_classes,
@@ -345,7 +345,7 @@ def plot_spatial_attention(
     figure = new_figure(max(6.0, 1.2 + 2.2 * len(frames)), 2.2 * aspect * (len(attention_maps) + 1) + 1.0)
     grid = figure.subplots(len(attention_maps) + 1, len(frames), squeeze=False)
     for column, frame in enumerate(frames):
-        _show(grid[0, column], frame, _frame_label(column, times))
+        _show(grid[0, column], frame, frame_label(column, times))
     for row, (stage, maps) in enumerate(zip(stages, attention_maps), start=1):
         low, high = value_range(maps)
         for column, frame in enumerate(frames):
