@@ -21,7 +21,7 @@ from avs_models import (
     PCMANetForAudioVisualSegmentation,
 )
 from avs_models.cli import main
-from avs_models.explain import (
+from avs_models.explanation import (
     consensus_class_names,
     draw_explanation,
     explain,

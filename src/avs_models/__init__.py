@@ -13,6 +13,7 @@ from transformers import (
     AutoProcessor,
 )
 
+from .explanation import explain
 from .models.auto import AutoModelForAudioVisualSegmentation
 from .models.avsegformer import (
     AVSegFormerConfig,
@@ -98,4 +99,5 @@ __all__ = [
     "VGGishModel",
     "VideoReader",
     "__version__",
+    "explain",
 ]

@@ -3,7 +3,7 @@
 Every function takes arrays (frames, masks, maps, scores) and returns a matplotlib `Figure`;
 `save_figure` writes it as a PNG. Maps are drawn over the frame they were computed from, each cell
 of a stage's map as a block of equal colour (nearest upsampling), so what a square shows is one
-value of the model's output, not an interpolation between values. `avs_models.explain` computes the
+value of the model's output, not an interpolation between values. `avs_models.explanation` computes the
 arrays from a model and a video; `avs-models plot` and `avs-models evaluate --plot` use the
 training-history and robustness figures.
 

@@ -46,7 +46,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avs_models.explain import explain
+    from avs_models.explanation import explain
     from avs_models.training.trainer import library_progress_bars
 
     with library_progress_bars(False):

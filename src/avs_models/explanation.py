@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import BatchFeature, PreTrainedModel
 
 from . import plotting
 from .models.label_names import AUDIOSET_CLASSES, IMAGENET_1K_CLASSES
@@ -66,7 +67,9 @@ class ClipExplanation:
     consensus: list[plotting.ConsensusFrame] | None = None
 
 
-def load_model_and_processor(model, processor: AudioVisualProcessor | None = None):
+def load_model_and_processor(
+    model: str | Path | PreTrainedModel, processor: AudioVisualProcessor | None = None
+) -> tuple[PreTrainedModel, AudioVisualProcessor]:
     """A model (folder or loaded model) and its processor: the one given, else the one saved with the
     model, else the default of its config (`processor_for`)."""
     from .models.auto import AutoModelForAudioVisualSegmentation
@@ -92,7 +95,9 @@ def load_model_and_processor(model, processor: AudioVisualProcessor | None = Non
     return model.eval(), processor or processor_for(model.config)
 
 
-def read_clip(processor: AudioVisualProcessor, video, clip: int = 0, audio=None) -> dict:
+def read_clip(
+    processor: AudioVisualProcessor, video: str | Path, clip: int = 0, audio: str | Path | None = None
+) -> BatchFeature:
     """Clip number `clip` (0 = the first `num_frames` seconds) of a video file, or of a frames folder
     with its sound file `audio`, as the processor prepares it, with its upright frames."""
     if clip < 0:
@@ -122,7 +127,9 @@ def read_clip(processor: AudioVisualProcessor, video, clip: int = 0, audio=None)
     )
 
 
-def explain_clip(model, processor: AudioVisualProcessor, window: dict) -> ClipExplanation:
+def explain_clip(
+    model: PreTrainedModel, processor: AudioVisualProcessor, window: BatchFeature
+) -> ClipExplanation:
     """Run `model` on one prepared clip (`read_clip`) with its intermediate outputs and collect them."""
     audio_key = processor.feature_extractor.model_input_names[0]
     inputs = {
@@ -261,7 +268,7 @@ def explanation_summary(explanation: ClipExplanation) -> dict:
 
 
 def explain(
-    model,
+    model: str | Path | PreTrainedModel,
     video: str | Path,
     out_dir: str | Path,
     *,
