@@ -302,7 +302,7 @@ def test_cli_explain_video_and_frames_folder(pcmanet_dir, video, tmp_path, capsy
 
 
 def test_cli_explain_errors_are_one_line(pcmanet_dir, video, tmp_path, capsys):
-    frames_dir, _ = write_frames_and_wav(tmp_path / "frames", seconds=3)
+    frames_dir, wav = write_frames_and_wav(tmp_path / "frames", seconds=3)
     bare = tmp_path / "bare"
     config = PCMANetConfig(**{**copy.deepcopy(TINY_MODEL["config"]), "audio_config": None})
     PCMANetForAudioVisualSegmentation(config).save_pretrained(bare)
@@ -313,7 +313,8 @@ def test_cli_explain_errors_are_one_line(pcmanet_dir, video, tmp_path, capsys):
     cases = [
         (["explain", tmp_path / "missing", video], ["model folder not found", "missing"]),
         (["explain", pcmanet_dir, tmp_path / "missing.mp4"], ["video not found", "missing.mp4"]),
-        (["explain", pcmanet_dir, frames_dir], ["folder of frames", "sound file"]),
+        (["explain", pcmanet_dir, frames_dir], ["folder of frames", "--audio FILE"]),
+        (["explain", pcmanet_dir, video, "--audio", wav], ["goes with a frames folder", "clip.mp4"]),
         (["explain", pcmanet_dir, video, "--clip", "5"], ["has 2 clip", "clip 5 is past its end"]),
         (["explain", pcmanet_dir, video, "--frame", "3"], ["frame must be in [0, 2]"]),
         (["explain", bare, video], ["no audio encoder"]),

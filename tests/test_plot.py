@@ -3,6 +3,7 @@ frame strips): the PNGs exist at their figures' size and draw the logged and mea
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from avs_models.plotting import (
     display_frame,
     load_training_history,
     mask_overlay,
+    new_figure,
     plot_robustness,
     plot_robustness_frames,
     plot_training_history,
@@ -202,3 +204,10 @@ def test_frame_strips_show_the_frame_the_model_received_and_its_mask(run_dir, da
 def test_evaluate_plot_needs_a_noise_sweep(run_dir, data_dir, tmp_path, capsys):
     code, err = run_cli(capsys, "evaluate", run_dir / "final", data_dir, "--plot", tmp_path)
     assert_one_line_error(code, err, "evaluate", "--plot draws noise sweeps", "--noise-snr")
+
+
+def test_without_matplotlib_the_error_says_how_to_install_it(monkeypatch):
+    for name in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as where it is not installed
+    with pytest.raises(ModuleNotFoundError, match=r"needs matplotlib.*pip install 'avs-models\[plot\]'"):
+        new_figure(1, 1)

@@ -106,14 +106,17 @@ def read_clip(
     if video.is_dir():
         if audio is None:
             raise ValueError(
-                f"{video} is a folder of frames: pass its sound file as audio (videos carry their own)"
+                f"{video} is a folder of frames: pass its sound file (--audio FILE, or audio= in Python); "
+                "videos carry their own"
             )
         arguments = {"frames_dir": video, "audio_path": audio}
     else:
         if not video.exists():
             raise FileNotFoundError(f"video not found: {video}")
         if audio is not None:
-            raise ValueError(f"audio goes with a frames folder; the video {video} is used with its own sound")
+            raise ValueError(
+                f"--audio (audio=) goes with a frames folder; the video {video} is used with its own sound"
+            )
         arguments = {"video": video}
     windows = processor.iter_clips(clips_per_window=1, return_frames=True, **arguments)
     index, window = -1, {"frames": []}
