@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_cli import assert_one_line_error, run_cli
 from test_explain import saved_png
 from tiny_training import TINY_MODEL
@@ -54,6 +55,7 @@ def run_dir(tmp_path_factory, data_dir):
         image_size=32,
         logging_steps=1,
         num_workers=0,
+        report_to="tensorboard",
     )
     Trainer(config).train()
     return output
@@ -97,6 +99,18 @@ def test_plot_command_draws_the_runs_history(run_dir, tmp_path, capsys):
         "F-score": pytest.approx([entry["val_fscore"] for entry in validations]),
     }
     saved_png(figures["kept_tokens"], tmp_path / "kept.png")
+
+
+def test_tensorboard_gets_a_curve_per_stage(run_dir):
+    history, _ = load_training_history(run_dir)
+    steps = [entry for entry in history if "loss" in entry]
+    runs = {events.parent for events in (run_dir / "logs").rglob("events.out.tfevents.*")}
+    accumulators = [EventAccumulator(str(run)).Reload() for run in runs]
+    accumulator = next(acc for acc in accumulators if "loss" in acc.Tags()["scalars"])
+    for stage in range(3):
+        logged = [event.value for event in accumulator.Scalars(f"kept_token_ratios/{stage}")]
+        assert logged == pytest.approx([entry["kept_token_ratios"][stage] for entry in steps], abs=1e-6)
+    assert "stage_losses/3" in accumulator.Tags()["scalars"]
 
 
 def test_plot_reads_the_latest_checkpoint_of_a_run_still_going(run_dir, tmp_path, capsys):

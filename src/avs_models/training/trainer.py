@@ -425,9 +425,12 @@ class Trainer:
     def _log(self, values: dict) -> None:
         self.state["history"].append(values)
         if self.accelerator.log_with:
-            self.accelerator.log(
-                {k: v for k, v in values.items() if isinstance(v, (int, float))}, step=values["step"]
-            )
+            scalars = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+            # Per-stage lists (PCMANet's stage losses and kept-token ratios): a curve per stage.
+            for key, value in values.items():
+                if isinstance(value, list):
+                    scalars.update({f"{key}/{index}": item for index, item in enumerate(value)})
+            self.accelerator.log(scalars, step=values["step"])
 
     def train(self, resume: bool = False, ignore_config_changes: bool = False) -> dict:
         """Run the remaining epochs. `resume` continues from `checkpoints/latest` after checking
