@@ -753,12 +753,15 @@ def _loss_and_gradients(model, inputs, labels, run=None):
 
 
 def _assert_gradients_close(actual: dict, expected: dict, rtol: float) -> None:
-    """Every gradient within `rtol` of the largest entry of the expected one (sums over many pixels
-    are reordered by checkpointing and compilers, so small entries carry relative noise)."""
+    """Every gradient within `rtol` of the largest entry of the expected one, plus a millionth of the
+    model's largest gradient entry (sums over many pixels are reordered by checkpointing and
+    compilers, so small entries carry relative noise, and gradients that are zero in exact
+    arithmetic, such as a convolution bias before BatchNorm, are pure noise)."""
     assert actual.keys() == expected.keys()
+    largest = max(gradient.abs().max().item() for gradient in expected.values())
     for name, gradient in actual.items():
         scale = expected[name].abs().max().item()
-        assert (gradient - expected[name]).abs().max().item() <= rtol * scale + 1e-7, name
+        assert (gradient - expected[name]).abs().max().item() <= rtol * scale + 1e-6 * largest, name
 
 
 def _segmentation_labels(batch=2, frames=3, size=64):

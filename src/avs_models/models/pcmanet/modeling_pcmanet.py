@@ -130,7 +130,7 @@ class PCMANetAudioVisualGroupedAttention(GradientCheckpointingLayer):
         visual = self.grouped_conv(visual)
         grouped = visual.view(frames, self.groups, channels // self.groups, height, width)
         audio = self.audio_mlp(audio)
-        with torch.autocast(visual.device.type, enabled=False):
+        with torch.autocast(visual.device.type, enabled=False):  # fp32 in any dtype (module docstring)
             grouped_fp32 = grouped.float()
             audio_direction = F.normalize(audio.float(), dim=1)
             # Cosine similarity as dot product / norm, without writing a normalised copy of the map
