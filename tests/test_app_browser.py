@@ -209,9 +209,10 @@ def test_segments_an_upload_and_redraws_at_another_threshold(page, media):
     first_gallery = page.wait_for(page.gallery_sources, 60)
     assert len(first_gallery) == SECONDS  # one overlay per second of video
 
-    page.move_threshold(0.05)
+    # The tiny model puts every pixel above 0.5 and most below 0.9: a higher threshold changes every mask.
+    page.move_threshold(0.9)
     page.wait_for(lambda: page.overlay_source() != first_video, 60)
-    assert page.threshold() < 0.2
+    assert page.threshold() > 0.8
     assert page.status().startswith("Drawn again at threshold"), page.status()
     # Gradio names files by their content: new names are new pictures.
     new_gallery = page.wait_for(lambda: (sources := page.gallery_sources()) != first_gallery and sources, 60)

@@ -675,6 +675,8 @@ def test_full_size_converted_checkpoint_matches_reference(tmp_path):
     converted = model.config.to_diff_dict()
     assert converted.pop("architectures") == ["BeatsForAudioClassification"]
     assert converted.pop("dtype") == "float32"
+    # The converted folder carries its code, so it loads from the Hub without the package.
+    assert converted.pop("auto_map")["AutoConfig"] == "configuration_beats.BeatsConfig"
     # A 527-class predictor without label ids or a label file is named with the AudioSet ontology.
     assert model.config.id2label == dict(enumerate(AUDIOSET_CLASSES))
     expected = BeatsConfig().to_diff_dict()
