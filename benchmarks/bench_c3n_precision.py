@@ -6,7 +6,8 @@ a parity fixture, converted by the project's script, and the fixture's similarit
 consensus depends on the frame (the fixture's 10 frames get 7 distinct labels). It runs on the
 fixture's frames and on random clips (normal pixel values, audio logits drawn like the fixture's),
 in float32 and then in float16 and bfloat16, both as `model.to(dtype)` and under
-`torch.autocast`. Accuracy only: no timings.
+`torch.autocast`, and compares the unified labels, the masks and the CCAM channel weights (cosine
+similarity to float32's, per stage). Accuracy only: no timings.
 
     python benchmarks/bench_c3n_precision.py --fixture ../shared/parity/c3n_pvtv2b5_vggish_s4 --random-clips 4
 """
@@ -68,7 +69,8 @@ def clips(tensors: dict[str, torch.Tensor], random_clips: int) -> list[dict[str,
             {
                 "pixel_values": torch.randn(1, FRAMES, 3, SIZE, SIZE, generator=generator),
                 "audio_embeds": torch.randn(1, FRAMES, audio.shape[-1], generator=generator),
-                "audio_logits": mean + std * torch.randn(1, FRAMES, audio_logits.shape[-1], generator=generator),
+                "audio_logits": mean
+                + std * torch.randn(1, FRAMES, audio_logits.shape[-1], generator=generator),
             }
         )
     return result
@@ -91,19 +93,25 @@ def measure(fixture: Path, random_clips: int) -> dict:
         half = copy.deepcopy(model).to(dtype) if mode == "to" else model
         changed = agreement = 0.0
         worst, finite = 1.0, True
-        for clip, reference in zip(inputs, references):
+        ccam_cosine = [1.0] * 4
+        for index, (clip, reference) in enumerate(zip(inputs, references)):
             output = run(half, clip, mode, dtype)
+            print(f"{name}: clip {index + 1}/{len(inputs)} done", file=sys.stderr, flush=True)
             finite &= bool(torch.isfinite(output.logits).all())
             changed += int((output.unified_labels != reference.unified_labels).sum())
             frame_agreement = ((output.logits > 0) == (reference.logits > 0)).float().mean(dim=(2, 3, 4))
             agreement += float(frame_agreement.sum())
             worst = min(worst, float(frame_agreement.min()))
+            for stage, (ours, theirs) in enumerate(zip(output.ccam_weights, reference.ccam_weights)):
+                cosine = torch.nn.functional.cosine_similarity(ours.float(), theirs, dim=-1)
+                ccam_cosine[stage] = min(ccam_cosine[stage], float(cosine.min()))
         frames = len(inputs) * FRAMES
         results[name] = {
             "finite": finite,
             "unified_label_change_rate": changed / frames,
             "mask_agreement_mean": agreement / frames,
             "mask_agreement_worst_frame": worst,
+            "ccam_weights_cosine_worst_frame_per_stage": ccam_cosine,
         }
         print(name, json.dumps(results[name]), flush=True)
     return results

@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from media import write_video
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from test_beats import TINY as TINY_BEATS
 from transformers import ASTConfig, AutoConfig, AutoModel, pipeline
 
 from avs_models import AutoModelForAudioVisualSegmentation, VGGishConfig, VGGishForAudioClassification
 from avs_models.cli import main as cli_main
 from avs_models.models.backbones import pvt_v2_b5_backbone_config, swin_base_backbone_config
+from avs_models.models.beats import BeatsFeatureExtractor
 from avs_models.models.c3n import (
     C3NConfig,
     C3NForAudioVisualSegmentation,
@@ -22,7 +24,6 @@ from avs_models.models.c3n import (
     load_official_similarity_matrix,
 )
 from avs_models.models.c3n.convert_c3n_original_to_hf import main as convert_main
-from avs_models.models.beats import BeatsFeatureExtractor
 from avs_models.models.label_names import AUDIOSET_CLASSES, IMAGENET_1K_CLASSES
 from avs_models.models.labels import is_semantic_segmentation
 from avs_models.models.panns import PannsFeatureExtractor
@@ -254,6 +255,8 @@ def test_bad_config_and_similarity_shape():
         tiny_config(ccam_weight_normalization="l1")
     with pytest.raises(ValueError, match="matrix"):
         tiny_model().set_label_similarity(torch.rand(NUM_AUDIO, NUM_VISUAL))
+    with pytest.raises(ValueError, match="matrix holds NaN"):
+        tiny_model().set_label_similarity(torch.full((NUM_VISUAL, NUM_AUDIO), float("nan")))
 
 
 def test_similarity_from_label_names_with_offline_model(monkeypatch):
@@ -412,7 +415,10 @@ def test_raw_audio_without_an_encoder_says_what_to_pass():
         ({"input_features": log_mel_examples(), "audio_embeds": torch.zeros(2, 3, AUDIO_DIM)}, "not"),
         ({"input_features": log_mel_examples(batch=1)}, "`input_features` must start with"),
         ({"input_values": torch.zeros(2, 3, 16000)}, "takes `input_features`"),
-        ({"input_features": log_mel_examples().index_fill(3, torch.tensor([5]), float("nan"))}, "input_features"),
+        (
+            {"input_features": log_mel_examples().index_fill(3, torch.tensor([5]), float("nan"))},
+            "input_features",
+        ),
     ],
 )
 def test_bad_raw_audio_names_the_problem(inputs, message):
@@ -515,7 +521,9 @@ def assert_same_masks(output, reference):
     agreement = ((output.logits > 0) == (reference.logits > 0)).float().mean().item()
     assert agreement >= 0.99, agreement
     assert torch.equal(output.unified_labels, reference.unified_labels)
-    assert all(weights.dtype == torch.float32 and torch.isfinite(weights).all() for weights in output.ccam_weights)
+    assert all(
+        weights.dtype == torch.float32 and torch.isfinite(weights).all() for weights in output.ccam_weights
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -560,15 +568,26 @@ def test_offloaded_model_equals_the_model_in_memory_and_stays_frozen(tmp_path):
     assert not any(parameter.requires_grad for parameter in frozen)
 
 
-def test_compiled_model_equals_eager():
+def assert_compiled_equals_eager(backend: str):
     model, inputs = tiny_model(), tiny_inputs(batch=1, frames=2, height=32, width=32)
     with torch.no_grad():
         eager = model(**inputs)
-        compiled = torch.compile(model)(**inputs)
+        compiled = torch.compile(model, backend=backend)(**inputs)
     torch.testing.assert_close(compiled.logits, eager.logits, rtol=1e-4, atol=1e-4)
     assert torch.equal(compiled.unified_labels, eager.unified_labels)
     for ours, theirs in zip(compiled.ccam_weights, eager.ccam_weights):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_model_equals_eager():
+    # Dynamo's graphs and AOTAutograd, where the gradient probes and autograd.grad meet compile.
+    assert_compiled_equals_eager("aot_eager")
+
+
+@pytest.mark.slow
+def test_inductor_compiled_model_equals_eager():
+    # torch.compile's default backend; its C++ code generation takes minutes on a CPU.
+    assert_compiled_equals_eager("inductor")
 
 
 def test_compiled_training_step_equals_eager():
@@ -605,7 +624,9 @@ def test_export_explains_why_the_ccam_gradient_does_not_export_and_what_does():
     no_ccam = tiny_model(consensus_mode="none")
     with torch.no_grad():
         expected = no_ccam(**inputs).logits
-    torch.testing.assert_close(torch.export.export(no_ccam, (), kwargs=inputs).module()(**inputs).logits, expected)
+    torch.testing.assert_close(
+        torch.export.export(no_ccam, (), kwargs=inputs).module()(**inputs).logits, expected
+    )
 
 
 def test_onnx_export_runs_in_onnxruntime_with_given_ccam_weights(tmp_path):
@@ -655,7 +676,9 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(backbone):
     torch.testing.assert_close(checkpointed_loss, loss)
     # Every trainable parameter but Swin's unused final norm (the backbone reads the per-stage norms).
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable - grads.keys() == ({"backbone.swin.layernorm.weight", "backbone.swin.layernorm.bias"} if backbone == "swin" else set())
+    assert trainable - grads.keys() == (
+        {"backbone.swin.layernorm.weight", "backbone.swin.layernorm.bias"} if backbone == "swin" else set()
+    )
     assert checkpointed_grads.keys() == grads.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
@@ -694,12 +717,17 @@ def test_hidden_states_attentions_and_consensus_are_the_papers_figures():
     torch.testing.assert_close(output.consensus_top_audio_confidences, audio.topk(5).values)
     for index in np.ndindex(2, 3):
         rows, columns = output.consensus_top_visual_classes[index], output.consensus_top_audio_classes[index]
-        expected = visual[index][rows, None] * model.label_similarity[rows][:, columns] * audio[index][None, columns]
+        expected = (
+            visual[index][rows, None] * model.label_similarity[rows][:, columns] * audio[index][None, columns]
+        )
         torch.testing.assert_close(output.consensus_top_pair_scores[index], expected)
         best_overall = (visual[index][:, None] * model.label_similarity * audio[index][None]).max()
         assert output.consensus_top_pair_scores[index].max() <= best_overall
         if output.consensus_top_pair_scores[index].max() == best_overall:
-            assert output.unified_labels[index] == rows[output.consensus_top_pair_scores[index].max(1).values.argmax()]
+            assert (
+                output.unified_labels[index]
+                == rows[output.consensus_top_pair_scores[index].max(1).values.argmax()]
+            )
 
 
 def test_returned_maps_are_the_tensors_the_forward_used():
@@ -738,24 +766,7 @@ TINY_AUDIO_ENCODERS = {
         PannsFeatureExtractor,
         AUDIO_DIM,
     ),
-    "beats": (
-        {
-            "model_type": "beats",
-            "num_mel_bins": 16,
-            "patch_size": 4,
-            "patch_embedding_dim": 12,
-            "hidden_size": 16,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "intermediate_size": 32,
-            "positional_conv_kernel_size": 8,
-            "positional_conv_groups": 4,
-            "relative_position_buckets": 16,
-            "relative_position_max_distance": 32,
-        },
-        BeatsFeatureExtractor,
-        16,
-    ),
+    "beats": ({"model_type": "beats", **TINY_BEATS}, BeatsFeatureExtractor, TINY_BEATS["hidden_size"]),
 }
 
 
@@ -771,7 +782,9 @@ def test_c3n_runs_through_the_pipeline_and_predict_with_each_audio_encoder(tmp_p
 
     results = pipeline("audio-visual-segmentation", model=str(tmp_path / "model"))(str(video))
     assert len(results) == 2
-    assert all(result["mask"].shape == (36, 44) and set(np.unique(result["mask"])) <= {0, 1} for result in results)
+    assert all(
+        result["mask"].shape == (36, 44) and set(np.unique(result["mask"])) <= {0, 1} for result in results
+    )
     assert "labels" not in results[0]  # no class scores: a binary model
 
     out = tmp_path / "out"

@@ -100,8 +100,8 @@ class C3NSegmentationOutput(ModelOutput):
             The consensus score of each (top visual class, top audio class) pair:
             audio confidence x label similarity x visual confidence; rows follow
             `consensus_top_visual_classes`, columns `consensus_top_audio_classes`. The unified label
-            is the visual class of the best pair over all classes (`unified_labels`).
-        All consensus fields are `None` when `consensus_mode` is not `"audio_visual"`.
+            is the visual class of the best pair over all classes (`unified_labels`). Like every
+            consensus field, `None` when `consensus_mode` is not `"audio_visual"`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -490,10 +490,18 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             return self._gradient_checkpointing_func(partial(block, **kwargs), *args)
         return block(*args, **kwargs)
 
-    def _gradient_probes(self, num_frames: int, dtype: torch.dtype) -> list[torch.Tensor]:
-        """One zero leaf `(N, 1, C_k)` per stage that requires grad (see the module docstring)."""
+    def _gradient_probes(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """One zero leaf `(N, 1, C_k)` per stage that requires grad (see the module docstring), on the
+        frames' device (with a device map, each is moved to its stage's device when added)."""
         return [
-            torch.zeros(num_frames, 1, channels, dtype=dtype, device=self.device, requires_grad=True)
+            torch.zeros(
+                len(pixel_values),
+                1,
+                channels,
+                dtype=pixel_values.dtype,
+                device=pixel_values.device,
+                requires_grad=True,
+            )
             for channels in self.backbone.channels
         ]
 
@@ -519,7 +527,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 for block in stage.blocks:
                     tokens = self._call_block(block, tokens, height, width)[0]
             if probes is not None:
-                tokens = tokens + probes[index].to(tokens.dtype)
+                tokens = tokens + probes[index].to(tokens)
             hidden = stage.layer_norm(tokens).reshape(len(tokens), height, width, -1).permute(0, 3, 1, 2)
             hidden = hidden.contiguous()
             feature_maps.append(hidden)
@@ -535,7 +543,7 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
                 for block in stage.blocks:
                     tokens = self._call_block(block, tokens, (height, width), always_partition=True)[0]
             if probes is not None:
-                tokens = tokens + probes[index].to(tokens.dtype)
+                tokens = tokens + probes[index].to(tokens)
             normed = self.backbone.hidden_states_norms[name](tokens)
             feature_maps.append(normed.view(len(tokens), height, width, -1).permute(0, 3, 1, 2).contiguous())
             if stage.downsample is not None:
@@ -729,9 +737,10 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
 
         # Backbone, visual head, consensus. CCAM needs gradients even under torch.no_grad(); the graph
         # is kept only when the caller records one.
-        probes = self._gradient_probes(batch * frames, self.dtype) if take_gradient else None
+        frame_pixels = pixel_values.flatten(0, 1)
+        probes = self._gradient_probes(frame_pixels) if take_gradient else None
         with torch.enable_grad() if take_gradient else nullcontext():
-            stage_features = self._run_backbone(pixel_values.flatten(0, 1), probes, keep_graph)
+            stage_features = self._run_backbone(frame_pixels, probes, keep_graph)
             visual_logits = self.visual_classifier(stage_features[-1].mean(dim=(2, 3)))
             flat_audio_logits = audio_logits.flatten(0, 1) if audio_logits is not None else None
             unified_labels = self.cognitive_consensus(visual_logits, flat_audio_logits) if consensus else None
