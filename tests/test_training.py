@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny_training import TINY_C3N, TINY_MODEL
+from tiny_training import TINY_AVSEGFORMER, TINY_C3N, TINY_MODEL
 
 from avs_models import AutoModelForAudioVisualSegmentation, C3NForAudioVisualSegmentation
 from avs_models.cli import main
@@ -418,3 +418,55 @@ def test_drop_path_rate_sets_the_backbone_stochastic_depth(tmp_path):
         build_model(pcmanet)
     with pytest.raises(ValueError, match=r"drop_path_rate must be in \[0, 1\)"):
         load_training_config("c3n_s4", ["drop_path_rate=1.5"])
+
+
+@pytest.mark.parametrize("preset, epochs", [("avsegformer_s4", 5), ("avsegformer_ms3", 10), ("avsegformer_avss", 0)])
+def test_avsegformer_presets_freeze_the_backbone_as_the_official_runs(preset, epochs):
+    # config/{s4,ms3,avss}/AVSegFormer_*.py: process.freeze_epochs
+    assert load_training_config(preset).freeze_backbone_epochs == epochs
+    assert all(load_training_config(name).freeze_backbone_epochs == 0 for name in PRESETS if "avsegformer" not in name)
+
+
+def test_frozen_backbone_epochs_leave_the_backbone_untouched_then_train_it(tmp_path, data_dir):
+    output = tmp_path / "out"
+    config = load_training_config(
+        str(write_tiny_config(tmp_path, num_epochs=2, freeze_backbone_epochs=1, validation_split=None)),
+        [f"data_dir={data_dir}", f"output_dir={output}", "save_total_limit=null", "optimizer.name=adamw"],
+    )
+    trainer = Trainer(config)
+    initial = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    trainer.train()
+    after_first, after_second = (
+        load_file(output / CHECKPOINTS / f"epoch-{epoch}" / "model.safetensors") for epoch in (1, 2)
+    )
+    backbone = [name for name in initial if name.startswith("backbone.") and initial[name].is_floating_point()]
+    # BatchNorm running statistics still follow the data (train mode), as in the official run.
+    weights = [name for name in backbone if not name.endswith(("running_mean", "running_var"))]
+    assert weights and all(torch.equal(after_first[name], initial[name]) for name in weights)
+    assert any(not torch.equal(after_second[name], after_first[name]) for name in weights)
+    assert not torch.equal(after_first["heads.0.classifier.weight"], initial["heads.0.classifier.weight"])
+
+
+def test_freeze_backbone_epochs_errors(tmp_path):
+    from accelerate import Accelerator
+
+    with pytest.raises(ValueError, match="freeze_backbone_epochs must be 0"):
+        load_training_config("avsegformer_s4", ["freeze_backbone_epochs=-1"])
+    # A model of the user's own (model.name_or_path) without a `backbone` module.
+    trainer = Trainer.__new__(Trainer)
+    trainer.config = load_training_config("avsegformer_s4")
+    trainer.accelerator, trainer.model = Accelerator(cpu=True), torch.nn.Linear(2, 1)
+    with pytest.raises(ValueError, match=r"freeze_backbone_epochs=5: the model has no vision backbone"):
+        trainer._backbone_parameters()
+
+
+def test_the_terms_of_a_combined_loss_are_logged_with_it(tmp_path, data_dir):
+    config = load_training_config(
+        str(write_tiny_config(tmp_path, model=TINY_AVSEGFORMER, num_epochs=1, batch_size=2, validation_split=None)),
+        [f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}", "model.config.mix_loss_weight=0.1"],
+    )
+    state = Trainer(config).train()
+    steps = [entry for entry in state["history"] if "loss" in entry]
+    assert len(steps) == state["global_step"] > 0  # logging_steps 1
+    for entry in steps:  # AVSegFormer: loss = mask_loss + 0.1 x mix_loss
+        assert entry["loss"] == pytest.approx(entry["mask_loss"] + 0.1 * entry["mix_loss"], rel=1e-5)

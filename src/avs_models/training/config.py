@@ -55,6 +55,8 @@ class TrainingConfig:
     num_workers: int | None = None
     # Stochastic depth of the vision backbone (PVT-v2, Swin); null keeps the model config's.
     drop_path_rate: float | None = None
+    # The vision backbone gets no update in the first N epochs (AVSegFormer's process.freeze_epochs).
+    freeze_backbone_epochs: int = 0
     push_to_hub: str | None = None
     # PCMANet's query selection can leave parameters out of a step's graph, which DDP must allow.
     ddp_find_unused_parameters: bool = True
@@ -78,6 +80,11 @@ class TrainingConfig:
             raise ValueError(
                 f"num_workers must be 0 (load in the training process), a positive integer or null (automatic), "
                 f"got {self.num_workers!r}"
+            )
+        if not _is_count(self.freeze_backbone_epochs, minimum=0):
+            raise ValueError(
+                f"freeze_backbone_epochs must be 0 (train the backbone from the start) or a positive "
+                f"integer, got {self.freeze_backbone_epochs!r}"
             )
         if self.drop_path_rate is not None and not (
             isinstance(self.drop_path_rate, (int, float)) and 0 <= self.drop_path_rate < 1
@@ -118,6 +125,7 @@ RESUME_MUST_MATCH = (
     "validation_split",
     "mixed_precision",
     "drop_path_rate",
+    "freeze_backbone_epochs",
 )
 RESUME_MAY_CHANGE = (
     "output_dir",

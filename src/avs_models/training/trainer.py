@@ -458,9 +458,15 @@ class Trainer:
             if self.state["step_in_epoch"]:
                 loader = accelerator.skip_first_batches(loader, self.state["step_in_epoch"])
             self.model.train()
+            frozen_backbone = self._backbone_parameters() if epoch < config.freeze_backbone_epochs else []
             for batch in loader:
                 outputs = self.model(**batch)
                 accelerator.backward(outputs.loss)
+                # As AVSegFormer's requires_grad=False: the optimizer skips parameters without a
+                # gradient (no update, no weight decay, no moment), and their moments start when
+                # the backbone thaws. Set after the backward so that DDP's graph never changes.
+                for parameter in frozen_backbone:
+                    parameter.grad = None
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 self.state["step_in_epoch"] += 1
@@ -488,6 +494,15 @@ class Trainer:
         accelerator.end_training()
         return self.state
 
+    def _backbone_parameters(self) -> list[torch.nn.Parameter]:
+        backbone = getattr(self.accelerator.unwrap_model(self.model), "backbone", None)
+        if backbone is None:
+            raise ValueError(
+                f"freeze_backbone_epochs={self.config.freeze_backbone_epochs}: the model has no vision backbone "
+                "(`model.backbone`) to freeze"
+            )
+        return list(backbone.parameters())
+
     def _log_step(self, outputs, epoch: int, step: int, started: float) -> None:
         loss = self.accelerator.reduce(outputs.loss.detach(), reduction="mean").item()
         values = {
@@ -497,6 +512,11 @@ class Trainer:
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "steps_per_second": step / max(time.perf_counter() - started, 1e-9),
         }
+        # The terms of a combined loss (AVSegFormer's mask_loss and mix_loss, TPAVI's
+        # segmentation_loss and avm_loss), averaged over processes like the loss.
+        for name, value in outputs.items():
+            if name.endswith("_loss") and value is not None and value.numel() == 1:
+                values[name] = self.accelerator.reduce(value.detach().float(), reduction="mean").item()
         for name in ("stage_losses", "kept_token_ratios"):
             value = getattr(outputs, name, None)
             if value is not None:
