@@ -1,6 +1,7 @@
 """Pieces shared by the audio encoders (VGGish, PANNs, BEATs): waveform checks, the per-second
 feature extractor they all build on, the multi-label AudioSet loss, and running an encoder on one
-audio input per video frame."""
+audio input per video frame (`encode_audio_segments`, and `AudioEncoderMixin` for the segmentation
+models that hold an audio encoder)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.utils import TensorType
 
 from .hub_code import HubFeatureExtractorMixin
+from .inputs import check_finite, check_shape
 from .resampling import band_limited_resample
 
 
@@ -296,3 +298,83 @@ def encode_audio_segments(
     return embeddings.reshape(batch, frames, -1), None if logits is None else logits.reshape(
         batch, frames, -1
     )
+
+
+class AudioEncoderMixin:
+    """For the segmentation models (TPAVI, C3N, PCMANet, AVSegFormer) with an optional audio encoder.
+
+    The model sets `self.audio_encoder` (None when it takes precomputed embeddings only), and its
+    config has `audio_embed_dim` and `freeze_audio_encoder`. The mixin keeps a frozen encoder frozen
+    and in eval mode through `train()`, and runs the encoder on one audio input per frame.
+    """
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # A frozen audio encoder keeps its inference behaviour (dropout, batch norm) while the rest
+        # trains. Freezing lives here, not only in __init__: from_pretrained replaces every parameter
+        # with a fresh one that requires grad, then calls eval().
+        if self.audio_encoder is not None and self.config.freeze_audio_encoder:
+            self.audio_encoder.eval().requires_grad_(False)
+        return self
+
+    def _precomputed_audio_hint(self, batch: int, frames: int) -> str:
+        """What to pass instead of raw audio when the model has no audio encoder."""
+        width = self.config.audio_embed_dim
+        return f"VGGish embeddings as `audio_embeds` of shape ({batch}, {frames}, {width})"
+
+    def encode_audio(
+        self, audio_inputs: torch.Tensor, input_name: str, batch: int, frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the audio encoder on one audio input per frame (without gradients when it is frozen).
+
+        Args:
+            audio_inputs: `(batch, frames, ...)`: VGGish log-mel examples `(B, T, 1, 96, 64)` as
+                `input_features`, or one-second waveforms `(B, T, samples)` as `input_values`
+                (PANNs, BEATs), or whatever the encoder's own feature extractor gives per segment.
+            input_name: `"input_features"` or `"input_values"`, the encoder's `main_input_name`.
+
+        Returns:
+            `audio_embeds` `(B, T, audio_embed_dim)` and, for a classifier, `audio_logits`
+            `(B, T, num_audio_classes)` (else None).
+        """
+        if self.audio_encoder is None:
+            model_name = type(self).__name__.removesuffix("ForAudioVisualSegmentation")
+            raise ValueError(
+                f"This {model_name} model has no audio encoder (config.audio_config is None): pass "
+                f"{self._precomputed_audio_hint(batch, frames)} instead of `{input_name}`."
+            )
+        if not isinstance(audio_inputs, torch.Tensor) or tuple(audio_inputs.shape[:2]) != (batch, frames):
+            shape = tuple(getattr(audio_inputs, "shape", ())) or type(audio_inputs).__name__
+            raise ValueError(
+                f"`{input_name}` must start with (batch, frames) = ({batch}, {frames}) to match pixel_values, "
+                f"got {shape}"
+            )
+        expected = self.audio_encoder.main_input_name
+        if input_name != expected:
+            raise ValueError(
+                f"the audio encoder ({self.config.audio_config.model_type}) takes `{expected}`, "
+                f"not `{input_name}`"
+            )
+        check_finite(input_name, audio_inputs)
+        if audio_inputs.is_floating_point():
+            audio_inputs = audio_inputs.to(self.audio_encoder.dtype)
+        trainable = torch.is_grad_enabled() and not self.config.freeze_audio_encoder
+        with torch.set_grad_enabled(trainable):
+            return encode_audio_segments(self.audio_encoder, input_name, audio_inputs)
+
+    def _embed_audio(
+        self,
+        input_features: torch.Tensor | None,
+        audio_embeds: torch.Tensor | None,
+        batch: int,
+        frames: int,
+    ) -> torch.Tensor:
+        """`(B, T, audio_embed_dim)` audio embeddings in the model's dtype: log-mel `input_features`
+        through the audio encoder, or `audio_embeds` as given (checked)."""
+        if (input_features is None) == (audio_embeds is None):
+            raise ValueError("Pass exactly one of `input_features` (log-mel) and `audio_embeds`.")
+        if audio_embeds is None:
+            audio_embeds, _ = self.encode_audio(input_features, "input_features", batch, frames)
+        check_shape("audio_embeds", audio_embeds, (batch, frames, self.config.audio_embed_dim))
+        check_finite("audio_embeds", audio_embeds)
+        return audio_embeds.to(self.dtype)

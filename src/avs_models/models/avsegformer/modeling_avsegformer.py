@@ -29,9 +29,10 @@ from transformers.models.mask2former.modeling_mask2former import (
 )
 from transformers.utils import ModelOutput
 
+from ..audio_utils import AudioEncoderMixin
 from ..auto import sub_model_from_config
 from ..hub_code import HubModelMixin
-from ..inputs import check_finite, check_pixel_values, check_shape
+from ..inputs import check_pixel_values, check_shape
 from ..labels import IGNORE_INDEX, check_binary_mask, check_class_map, is_semantic_segmentation
 from .configuration_avsegformer import AVSegFormerConfig
 
@@ -479,7 +480,7 @@ class AVSegFormerPreTrainedModel(HubModelMixin, PreTrainedModel):
             init.normal_(module.learnable_queries)
 
 
-class AVSegFormerForAudioVisualSegmentation(AVSegFormerPreTrainedModel):
+class AVSegFormerForAudioVisualSegmentation(AudioEncoderMixin, AVSegFormerPreTrainedModel):
     """AVSegFormer: clips and their audio in, sounding-object masks out (binary or semantic)."""
 
     def __init__(self, config: AVSegFormerConfig):
@@ -500,35 +501,6 @@ class AVSegFormerForAudioVisualSegmentation(AVSegFormerPreTrainedModel):
         self.mask_head = AVSegFormerMaskHead(config)
         self.post_init()
         self.train(self.training)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        # A frozen audio encoder keeps its inference behaviour while the rest trains; set here as
-        # well as at construction, because from_pretrained makes fresh parameters, then calls eval().
-        if self.audio_encoder is not None and self.config.freeze_audio_encoder:
-            self.audio_encoder.eval().requires_grad_(False)
-        return self
-
-    def _embed_audio(self, input_features, audio_embeds, batch: int, num_frames: int) -> torch.Tensor:
-        """One audio embedding per frame, `(BT, audio_embed_dim)`."""
-        if (input_features is None) == (audio_embeds is None):
-            raise ValueError("Pass exactly one of `input_features` (log-mel) and `audio_embeds`.")
-        if audio_embeds is None:
-            if self.audio_encoder is None:
-                raise ValueError(
-                    "This AVSegFormer has no audio encoder (config.audio_config is None): pass VGGish "
-                    f"embeddings as `audio_embeds` of shape (B, T, {self.config.audio_embed_dim}) instead of "
-                    "`input_features`."
-                )
-            check_shape("input_features", input_features, (batch, num_frames, 1, 96, 64))
-            check_finite("input_features", input_features)
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_audio_encoder):
-                audio_embeds = self.audio_encoder(
-                    input_features=input_features.to(self.audio_encoder.dtype)
-                ).embeddings
-        check_shape("audio_embeds", audio_embeds, (batch, num_frames, self.config.audio_embed_dim))
-        check_finite("audio_embeds", audio_embeds)
-        return audio_embeds.reshape(batch * num_frames, -1).to(self.dtype)
 
     def forward(
         self,
@@ -575,7 +547,8 @@ class AVSegFormerForAudioVisualSegmentation(AVSegFormerPreTrainedModel):
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
         pixel_values = check_pixel_values(pixel_values, self.dtype)
         batch, num_frames, _, height, width = pixel_values.shape
-        audio = self.audio_projection(self._embed_audio(input_features, audio_embeds, batch, num_frames))
+        audio_embeds = self._embed_audio(input_features, audio_embeds, batch, num_frames)
+        audio = self.audio_projection(audio_embeds.flatten(0, 1))
         audio = audio.unsqueeze(1)
 
         feature_maps = self.backbone(pixel_values.flatten(0, 1)).feature_maps

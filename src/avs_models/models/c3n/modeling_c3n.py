@@ -34,7 +34,7 @@ from transformers.backbone_utils import load_backbone
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ..audio_utils import encode_audio_segments, with_leading_dims
+from ..audio_utils import AudioEncoderMixin, with_leading_dims
 from ..auto import sub_model_from_config
 from ..hub_code import HubModelMixin
 from ..inputs import check_finite, check_pixel_values, check_shape
@@ -281,7 +281,7 @@ class C3NPreTrainedModel(HubModelMixin, PreTrainedModel):
             init.zeros_(module.label_similarity)
 
 
-class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
+class C3NForAudioVisualSegmentation(AudioEncoderMixin, C3NPreTrainedModel):
     """C3N for audio-visual segmentation (S4 / MS3: one sounding-object mask per frame).
 
     The visual class vs audio class similarity matrix is the buffer `label_similarity`
@@ -334,14 +334,11 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
         self.train(self.training)
 
     def train(self, mode: bool = True):
-        super().train(mode)
-        # Freezing lives here, not only in __init__: from_pretrained replaces every parameter with
-        # a fresh one that requires grad, then calls eval(). A frozen audio encoder also keeps its
-        # inference behaviour (dropout, batch norm) while the rest trains.
+        super().train(mode)  # also keeps a frozen audio encoder frozen (AudioEncoderMixin)
+        # Set here, not only in __init__: from_pretrained replaces every parameter with a fresh one
+        # that requires grad, then calls eval().
         if self.config.freeze_visual_classifier:
             self.visual_classifier.requires_grad_(False)
-        if self.audio_encoder is not None and self.config.freeze_audio_encoder:
-            self.audio_encoder.eval().requires_grad_(False)
         return self
 
     # ----------------------------------------------------------------- label similarity
@@ -435,47 +432,11 @@ class C3NForAudioVisualSegmentation(C3NPreTrainedModel):
             )
 
     # ----------------------------------------------------------------- audio
-    def encode_audio(
-        self, audio_inputs: torch.Tensor, input_name: str, batch: int, frames: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the audio classifier on one audio input per frame.
-
-        Args:
-            audio_inputs: `(batch, frames, ...)`: VGGish log-mel examples `(B, T, 1, 96, 64)` as
-                `input_features`, or one-second waveforms `(B, T, samples)` as `input_values`
-                (PANNs, BEATs), or whatever the encoder's own feature extractor gives per segment.
-            input_name: `"input_features"` or `"input_values"`.
-
-        Returns:
-            `audio_embeds` `(B, T, audio_embed_dim)` and `audio_logits` `(B, T, num_audio_classes)`.
-        """
-        if self.audio_encoder is None:
-            raise ValueError(
-                f"this C3N has no audio encoder (config.audio_config is None): pass `audio_embeds` "
-                f"({batch}, {frames}, {self.config.audio_embed_dim}) and `audio_logits` "
-                f"({batch}, {frames}, {self.config.num_audio_classes}) instead of `{input_name}`"
-            )
-        if not isinstance(audio_inputs, torch.Tensor) or tuple(audio_inputs.shape[:2]) != (batch, frames):
-            shape = (
-                tuple(audio_inputs.shape)
-                if isinstance(audio_inputs, torch.Tensor)
-                else type(audio_inputs).__name__
-            )
-            raise ValueError(
-                f"`{input_name}` must start with (batch, frames) = ({batch}, {frames}) to match pixel_values, "
-                f"got {shape}"
-            )
-        expected = self.audio_encoder.main_input_name
-        if input_name != expected:
-            raise ValueError(
-                f"the audio encoder ({self.config.audio_config.model_type}) takes `{expected}`, not `{input_name}`"
-            )
-        check_finite(input_name, audio_inputs)
-        if audio_inputs.is_floating_point():
-            audio_inputs = audio_inputs.to(self.audio_encoder.dtype)
-        trainable = torch.is_grad_enabled() and not self.config.freeze_audio_encoder
-        with torch.set_grad_enabled(trainable):
-            return encode_audio_segments(self.audio_encoder, input_name, audio_inputs)
+    def _precomputed_audio_hint(self, batch: int, frames: int) -> str:
+        return (
+            f"`audio_embeds` ({batch}, {frames}, {self.config.audio_embed_dim}) and `audio_logits` "
+            f"({batch}, {frames}, {self.config.num_audio_classes})"
+        )
 
     # ----------------------------------------------------------------- backbone, stage by stage
     def _call_block(self, block: nn.Module, *args, **kwargs):

@@ -25,10 +25,10 @@ from transformers.backbone_utils import load_backbone
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ..audio_utils import encode_audio_segments, with_leading_dims
+from ..audio_utils import AudioEncoderMixin, with_leading_dims
 from ..auto import sub_model_from_config
 from ..hub_code import HubModelMixin
-from ..inputs import check_finite, check_pixel_values, check_shape
+from ..inputs import check_pixel_values, check_shape
 from ..labels import check_binary_mask, check_class_map, is_semantic_segmentation
 from .configuration_pcmanet import PCMANetConfig
 
@@ -369,7 +369,7 @@ class PCMANetPreTrainedModel(HubModelMixin, PreTrainedModel):
                 init.zeros_(module.num_batches_tracked)
 
 
-class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
+class PCMANetForAudioVisualSegmentation(AudioEncoderMixin, PCMANetPreTrainedModel):
     """PCMANet with its four-stage decoder: clips and their audio in, sounding-object masks out."""
 
     def __init__(self, config: PCMANetConfig):
@@ -396,15 +396,6 @@ class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
         self.post_init()
         self.train(self.training)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        # A frozen audio encoder keeps its inference behaviour while the rest trains. Freezing
-        # lives here, not only in __init__: from_pretrained replaces every parameter with a fresh
-        # one that requires grad, then calls eval().
-        if self.audio_encoder is not None and self.config.freeze_audio_encoder:
-            self.audio_encoder.eval().requires_grad_(False)
-        return self
-
     def _unconfident(self, stage_logits: torch.Tensor) -> torch.Tensor:
         """CIM: 1 where the stage's probability lies inside the confidence band `[1 - c, c]`."""
         logits = stage_logits.float()
@@ -414,25 +405,6 @@ class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
             probability = logits.sigmoid()
         threshold = self.config.confidence_threshold
         return ((probability <= threshold) & (probability >= 1 - threshold)).to(stage_logits.dtype)
-
-    def _embed_audio(self, input_features, audio_embeds, batch: int, num_frames: int) -> torch.Tensor:
-        if (input_features is None) == (audio_embeds is None):
-            raise ValueError("Pass exactly one of `input_features` (log-mel) and `audio_embeds`.")
-        if audio_embeds is None:
-            if self.audio_encoder is None:
-                raise ValueError(
-                    "This PCMANet has no audio encoder (config.audio_config is None): pass VGGish "
-                    "embeddings as `audio_embeds` of shape (B, T, 128) instead of `input_features`."
-                )
-            check_shape("input_features", input_features, (batch, num_frames, 1, 96, 64))
-            check_finite("input_features", input_features)
-            input_features = input_features.to(self.audio_encoder.dtype)
-            trainable = torch.is_grad_enabled() and not self.config.freeze_audio_encoder
-            with torch.set_grad_enabled(trainable):
-                audio_embeds, _ = encode_audio_segments(self.audio_encoder, "input_features", input_features)
-        check_shape("audio_embeds", audio_embeds, (batch, num_frames, self.config.audio_embed_dim))
-        check_finite("audio_embeds", audio_embeds)
-        return audio_embeds.reshape(batch * num_frames, -1).to(self.dtype)
 
     def forward(
         self,
@@ -484,7 +456,8 @@ class PCMANetForAudioVisualSegmentation(PCMANetPreTrainedModel):
         pixel_values = check_pixel_values(pixel_values, self.dtype)
         batch, num_frames, _, height, width = pixel_values.shape
         clip_dims = (batch, num_frames)
-        audio = self.audio_projection(self._embed_audio(input_features, audio_embeds, batch, num_frames))
+        audio_embeds = self._embed_audio(input_features, audio_embeds, batch, num_frames)
+        audio = self.audio_projection(audio_embeds.flatten(0, 1))
 
         backbone_maps = self.backbone(pixel_values.flatten(0, 1)).feature_maps
         hidden_states = []

@@ -28,10 +28,10 @@ from transformers.backbone_utils import load_backbone
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ..audio_utils import encode_audio_segments
+from ..audio_utils import AudioEncoderMixin
 from ..auto import sub_model_from_config
 from ..hub_code import HubModelMixin
-from ..inputs import check_finite, check_pixel_values, check_shape
+from ..inputs import check_pixel_values, check_shape
 from ..labels import check_binary_mask, check_class_map, is_semantic_segmentation
 from ..losses import labelled_frame_weights, per_frame_cross_entropy
 from .configuration_tpavi import TPAVIConfig
@@ -240,7 +240,7 @@ class TPAVIPreTrainedModel(HubModelMixin, PreTrainedModel):
                 init.normal_(conv.weight, mean=0.0, std=0.01)
 
 
-class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
+class TPAVIForAudioVisualSegmentation(AudioEncoderMixin, TPAVIPreTrainedModel):
     """TPAVI with its decoder: clips and their audio in, sounding-object masks out."""
 
     def __init__(self, config: TPAVIConfig):
@@ -264,42 +264,6 @@ class TPAVIForAudioVisualSegmentation(TPAVIPreTrainedModel):
         self.head = TPAVIPredictionHead(channels, config.head_hidden_sizes, config.num_labels)
         self.post_init()
         self.train(self.training)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        # A frozen audio encoder keeps its inference behaviour while the rest trains. Freezing
-        # lives here, not only in __init__: from_pretrained replaces every parameter with a fresh
-        # one that requires grad, then calls eval().
-        if self.audio_encoder is not None and self.config.freeze_audio_encoder:
-            self.audio_encoder.eval().requires_grad_(False)
-        return self
-
-    def _embed_audio(self, input_features, audio_embeds, batch: int, num_frames: int) -> torch.Tensor:
-        """`(B, T, audio_embed_dim)` audio embeddings from log-mel examples or as given."""
-        if (input_features is None) == (audio_embeds is None):
-            raise ValueError("Pass exactly one of `input_features` (log-mel) and `audio_embeds`.")
-        if audio_embeds is None:
-            if self.audio_encoder is None:
-                raise ValueError(
-                    "This TPAVI model has no audio encoder (config.audio_config is None): pass VGGish "
-                    f"embeddings as `audio_embeds` of shape ({batch}, {num_frames}, "
-                    f"{self.config.audio_embed_dim}) instead of `input_features`."
-                )
-            if not isinstance(input_features, torch.Tensor) or tuple(input_features.shape[:2]) != (
-                batch,
-                num_frames,
-            ):
-                shape = tuple(getattr(input_features, "shape", ())) or type(input_features).__name__
-                raise ValueError(
-                    f"`input_features` must start with (B, T) = ({batch}, {num_frames}) to match "
-                    f"pixel_values, got {shape}"
-                )
-            trainable = torch.is_grad_enabled() and not self.config.freeze_audio_encoder
-            with torch.set_grad_enabled(trainable):
-                audio_embeds, _ = encode_audio_segments(self.audio_encoder, "input_features", input_features)
-        check_shape("audio_embeds", audio_embeds, (batch, num_frames, self.config.audio_embed_dim))
-        check_finite("audio_embeds", audio_embeds)
-        return audio_embeds.to(self.dtype)
 
     def forward(
         self,
