@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoModel
 
 from .label_names import AUDIOSET_CLASS_IDS, AUDIOSET_CLASSES
 
@@ -96,3 +97,46 @@ def load_state_dict_strictly(model: torch.nn.Module, state_dict: Mapping[str, to
             f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}, shape mismatches {mismatched}"
         )
     model.load_state_dict(state_dict, strict=True)
+
+
+def read_official_state_dict(
+    path: str | Path, described_as: str, wrappers: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """Read an official `.pth` safely: the mapping of names to tensors that the train scripts save
+    (`model.module.state_dict()`), with the `module.` prefix of a DataParallel-wrapped save stripped.
+
+    `wrappers` are keys (such as `"state_dict"`) under which some releases nest that mapping. Anything
+    else raises `ValueError` saying the file does not hold `described_as` (e.g. "a TPAVI state dict").
+    """
+    checkpoint = load_weights_only(path)
+    for wrapper in wrappers:
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
+            checkpoint = checkpoint[wrapper]
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f"{path} does not hold {described_as} (a mapping of names to tensors)")
+    return {key.removeprefix("module."): tensor for key, tensor in checkpoint.items()}
+
+
+def build_converted_model(
+    model_class: type[torch.nn.Module],
+    config_from_official_state_dict: Callable,
+    convert_state_dict: Callable,
+    official_state_dict: dict[str, torch.Tensor],
+    audio_encoder_dir: str | Path | None = None,
+    **config_overrides,
+):
+    """Our model (eval mode) with every tensor from an official state dict; returns it and the dropped keys.
+
+    For models whose official code takes VGGish embeddings: with `audio_encoder_dir` (a converted
+    VGGish folder) the model also holds that encoder and embeds log-mel `input_features` itself. A
+    missing, leftover or mis-shaped tensor raises `ValueError` listing them.
+    """
+    audio_encoder = AutoModel.from_pretrained(audio_encoder_dir) if audio_encoder_dir else None
+    if audio_encoder is not None:
+        config_overrides["audio_config"] = audio_encoder.config
+    model = model_class(config_from_official_state_dict(official_state_dict, **config_overrides))
+    converted, dropped = convert_state_dict(official_state_dict)
+    if audio_encoder is not None:
+        converted.update({f"audio_encoder.{key}": value for key, value in audio_encoder.state_dict().items()})
+    load_state_dict_strictly(model, converted)
+    return model.eval(), dropped

@@ -34,7 +34,7 @@ from ..backbones import (
     rename_official_resnet_key,
     resnet50_backbone_config,
 )
-from ..conversion_utils import load_state_dict_strictly, load_weights_only
+from ..conversion_utils import load_state_dict_strictly, read_official_state_dict
 from ..labels import is_semantic_segmentation
 from ..vggish.configuration_vggish import VGGishConfig
 from ..vggish.convert_vggish_original_to_hf import convert_vggish_state_dict
@@ -103,10 +103,7 @@ _ATTENTION = re.compile(
 
 def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an official `.pth` (a `model.module.state_dict()`) safely; a `module.` prefix is stripped."""
-    checkpoint = load_weights_only(path)
-    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path} does not hold an AVSegFormer state dict (a mapping of names to tensors)")
-    return {key.removeprefix("module."): tensor for key, tensor in checkpoint.items()}
+    return read_official_state_dict(path, "an AVSegFormer state dict")
 
 
 def _layer_count(state_dict: dict[str, torch.Tensor], stack: str) -> int:

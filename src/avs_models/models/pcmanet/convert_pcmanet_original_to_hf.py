@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import AutoModel
 
 from ...data.avss_classes import AVSS_NUM_CLASSES, avss_id2label
 from ...hub import write_conversion_card
@@ -31,7 +30,7 @@ from ..backbones import (
     rename_official_resnet_key,
     resnet50_backbone_config,
 )
-from ..conversion_utils import load_state_dict_strictly, load_weights_only
+from ..conversion_utils import build_converted_model, read_official_state_dict
 from .configuration_pcmanet import PCMANetConfig
 from .modeling_pcmanet import PCMANetForAudioVisualSegmentation
 
@@ -51,13 +50,9 @@ _UNUSED_OFFICIAL_KEY = re.compile(r"^(resnet\.layer[34]_2\.|gf4\.seq2\.)")
 
 def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an official `.pth` safely and strip the `module.` prefix of DataParallel training."""
-    checkpoint = load_weights_only(path)
-    for wrapper in ("state_dict", "model"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
-            checkpoint = checkpoint[wrapper]
-    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path} does not hold a PCMANet state dict (a mapping of names to tensors)")
-    return {key.removeprefix("module."): tensor for key, tensor in checkpoint.items()}
+    return read_official_state_dict(
+        path, "a PCMANet state dict", wrappers=("state_dict", "model")
+    )
 
 
 def config_from_official_state_dict(state_dict: dict[str, torch.Tensor], **overrides) -> PCMANetConfig:
@@ -166,16 +161,14 @@ def convert_pcmanet_checkpoint(
     The official models take VGGish embeddings; with `audio_encoder_dir` (a converted VGGish
     folder, see `convert_vggish_original_to_hf`) the model embeds log-mel `input_features` itself.
     """
-    audio_encoder = AutoModel.from_pretrained(audio_encoder_dir) if audio_encoder_dir else None
-    if audio_encoder is not None:
-        config_overrides["audio_config"] = audio_encoder.config
-    config = config_from_official_state_dict(official_state_dict, **config_overrides)
-    model = PCMANetForAudioVisualSegmentation(config)
-    converted, dropped = convert_state_dict(official_state_dict)
-    if audio_encoder is not None:
-        converted.update({f"audio_encoder.{key}": value for key, value in audio_encoder.state_dict().items()})
-    load_state_dict_strictly(model, converted)
-    return model.eval(), dropped
+    return build_converted_model(
+        PCMANetForAudioVisualSegmentation,
+        config_from_official_state_dict,
+        convert_state_dict,
+        official_state_dict,
+        audio_encoder_dir,
+        **config_overrides,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,6 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import AutoModel
 
 from ...data.avss_classes import AVSS_CLASS_NAMES
 from ...hub import write_conversion_card
@@ -36,7 +35,7 @@ from ..backbones import (
     rename_official_resnet_key,
     resnet50_backbone_config,
 )
-from ..conversion_utils import load_state_dict_strictly, load_weights_only
+from ..conversion_utils import build_converted_model, read_official_state_dict
 from ..labels import is_semantic_segmentation
 from .configuration_tpavi import TPAVIConfig
 from .modeling_tpavi import TPAVIForAudioVisualSegmentation
@@ -57,11 +56,7 @@ _FUSION_PARTS = {"resConfUnit1": "skip_unit", "resConfUnit2": "output_unit"}
 
 def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an official `.pth` safely (a mapping of names to tensors, as the train scripts save)."""
-    checkpoint = load_weights_only(path)
-    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path} does not hold a TPAVI state dict (a mapping of names to tensors)")
-    # Tolerate checkpoints saved from the DataParallel wrapper instead of `model.module`.
-    return {key.removeprefix("module."): tensor for key, tensor in checkpoint.items()}
+    return read_official_state_dict(path, "a TPAVI state dict")
 
 
 def config_from_official_state_dict(state_dict: dict[str, torch.Tensor], **overrides) -> TPAVIConfig:
@@ -167,16 +162,14 @@ def convert_tpavi_checkpoint(
     embeddings; with `audio_encoder_dir` (a converted VGGish folder, see
     `convert_vggish_original_to_hf`) the model embeds log-mel `input_features` itself.
     """
-    audio_encoder = AutoModel.from_pretrained(audio_encoder_dir) if audio_encoder_dir else None
-    if audio_encoder is not None:
-        config_overrides["audio_config"] = audio_encoder.config
-    config = config_from_official_state_dict(official_state_dict, **config_overrides)
-    model = TPAVIForAudioVisualSegmentation(config)
-    converted, dropped = convert_state_dict(official_state_dict)
-    if audio_encoder is not None:
-        converted.update({f"audio_encoder.{key}": value for key, value in audio_encoder.state_dict().items()})
-    load_state_dict_strictly(model, converted)
-    return model.eval(), dropped
+    return build_converted_model(
+        TPAVIForAudioVisualSegmentation,
+        config_from_official_state_dict,
+        convert_state_dict,
+        official_state_dict,
+        audio_encoder_dir,
+        **config_overrides,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
