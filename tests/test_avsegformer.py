@@ -2,15 +2,13 @@
 compile/export, offloading, checkpointing, conversion errors, presets, the trainer and the pipeline."""
 
 import copy
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from hub_users import run_without_the_package
 from media import write_video
 from tiny_training import TINY_AVSEGFORMER
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor, pipeline
@@ -90,20 +88,11 @@ def test_save_pretrained_round_trip_keeps_the_frozen_audio_encoder(tmp_path):
         torch.testing.assert_close(loaded(pixel_values=pixels, audio_embeds=embeds).logits, expected)
 
 
-# Runs where Hub users are: `import avs_models` fails and the working tree is not on the path.
+# Run by `run_without_the_package`, where Hub users are.
 REMOTE_SCRIPT = r"""
-import importlib.abc, sys
+import sys
 from pathlib import Path
 
-
-class BlockPackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "avs_models":
-            raise ModuleNotFoundError(f"No module named {name!r} (Hub users do not have it)")
-
-
-sys.meta_path.insert(0, BlockPackage())
-sys.path = [entry for entry in sys.path if not (Path(entry or ".") / "avs_models").exists()]
 import torch
 from transformers import AutoModel
 
@@ -128,18 +117,7 @@ def test_hub_users_load_with_trust_remote_code_without_the_package(with_audio_en
     torch.save(inputs, tmp_path / "model" / "inputs.pt")
     with torch.no_grad():
         torch.save(model(**inputs).logits, tmp_path / "model" / "expected.pt")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path / "model")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "remote ok" in result.stdout
+    assert "remote ok" in run_without_the_package(REMOTE_SCRIPT, str(tmp_path / "model"), tmp_path)
 
 
 @pytest.mark.parametrize("batch, frames, height, width", [(2, 3, 64, 64), (1, 1, 32, 48), (1, 2, 40, 56)])

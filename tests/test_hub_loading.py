@@ -10,15 +10,13 @@ fails and the working tree's `src` is not on the path, loads them all with
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hub_users import run_without_the_package
 from test_audio_encoders_common import BeatsModelTester, PannsModelTester, VGGishModelTester
 from test_avsegformer import tiny_config as tiny_avsegformer_config
 from test_c3n import tiny_config as tiny_c3n_config
@@ -43,21 +41,11 @@ from avs_models import (
 
 BATCH, FRAMES, IMAGE_SIZE = 1, 2, 32
 
-# Runs where Hub users are: `avs_models` cannot be imported. Loads every folder of the manifest
+# Run by `run_without_the_package`, where Hub users are. Loads every folder of the manifest
 # and writes, per case, the loaded class and the largest difference from the expected output.
 REMOTE_SCRIPT = r"""
-import importlib.abc, json, sys
+import json, sys
 from pathlib import Path
-
-
-class BlockPackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "avs_models":
-            raise ModuleNotFoundError(f"No module named {name!r} (Hub users do not have it)")
-
-
-sys.meta_path.insert(0, BlockPackage())
-sys.path = [entry for entry in sys.path if not (Path(entry or ".") / "avs_models").exists()]
 
 import numpy as np
 import torch
@@ -243,18 +231,8 @@ def remote_results(tmp_path_factory) -> dict:
     for case in manifest:
         case.update(inputs=str(Path(case["folder"]) / "inputs.pt"), expected=str(Path(case["folder"]) / "expected.pt"))
     (root / "manifest.json").write_text(json.dumps(manifest))
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["HF_MODULES_CACHE"] = str(root / "modules")
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(root / "manifest.json")],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env=env,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    output = run_without_the_package(REMOTE_SCRIPT, str(root / "manifest.json"), root)
+    return json.loads(output.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("name", [*MODEL_CASES, *FEATURE_EXTRACTOR_CASES])
