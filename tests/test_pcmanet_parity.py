@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
-from parity_weights import deterministic_state_dict
+from parity_weights import assert_holds_vggish, deterministic_state_dict, save_vggish
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from avs_models import VGGishConfig, VGGishModel
 from avs_models.models.pcmanet.convert_pcmanet_original_to_hf import main as convert
 
 # Parameters of the official models' state dicts (unused branches included), as counted upstream.
@@ -28,19 +27,12 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
     torch.save(official_state_dict, tmp_path / "official.pth")
 
     arguments = ["--checkpoint", str(tmp_path / "official.pth"), "--output-dir", str(tmp_path / "converted")]
-    # Also attach a VGGish encoder, as users converting for log-mel input do.
-    if variant == "pcmanet_resnet50_s4":
-        torch.manual_seed(0)
-        VGGishModel(VGGishConfig()).save_pretrained(tmp_path / "vggish")
-        arguments += ["--vggish-dir", str(tmp_path / "vggish")]
+    if variant == "pcmanet_resnet50_s4":  # also attach a VGGish encoder
+        arguments += save_vggish(tmp_path / "vggish")
     convert(arguments)
     model = AutoModel.from_pretrained(tmp_path / "converted").eval()
     if variant == "pcmanet_resnet50_s4":
-        vggish = VGGishModel.from_pretrained(tmp_path / "vggish")
-        for (name, ours), theirs in zip(
-            model.audio_encoder.state_dict().items(), vggish.state_dict().values()
-        ):
-            assert torch.equal(ours, theirs), name
+        assert_holds_vggish(model, tmp_path / "vggish")
 
     clips, frames = meta["clips"], meta["frames_per_clip"]
     inputs = {

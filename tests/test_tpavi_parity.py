@@ -5,11 +5,10 @@ import json
 
 import pytest
 import torch
-from parity_weights import deterministic_state_dict
+from parity_weights import assert_holds_vggish, deterministic_state_dict, save_vggish
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor
 
-from avs_models import VGGishConfig, VGGishModel
 from avs_models.data import AVSS_CLASS_NAMES
 from avs_models.models.tpavi.convert_tpavi_original_to_hf import UNUSED_OFFICIAL_KEY
 from avs_models.models.tpavi.convert_tpavi_original_to_hf import main as convert
@@ -33,21 +32,13 @@ def test_converted_checkpoint_matches_official_outputs(variant, parity_dir, tmp_
     del official_state_dict  # one full-size model in memory at a time
 
     arguments = ["--checkpoint", str(tmp_path / "official.pth"), "--output-dir", str(tmp_path / "converted")]
-    # Also attach a VGGish encoder, as users converting for log-mel input do.
-    if variant == "tpavi_resnet50_s4":
-        torch.manual_seed(0)
-        VGGishModel(VGGishConfig()).save_pretrained(tmp_path / "vggish")
-        arguments += ["--vggish-dir", str(tmp_path / "vggish")]
+    if variant == "tpavi_resnet50_s4":  # also attach a VGGish encoder
+        arguments += save_vggish(tmp_path / "vggish")
     convert(arguments)
     (tmp_path / "official.pth").unlink()
     model = AutoModel.from_pretrained(tmp_path / "converted").eval()
     if variant == "tpavi_resnet50_s4":
-        vggish = VGGishModel.from_pretrained(tmp_path / "vggish")
-        for (name, ours), theirs in zip(
-            model.audio_encoder.state_dict().items(), vggish.state_dict().values()
-        ):
-            assert torch.equal(ours, theirs), name
-        del vggish
+        assert_holds_vggish(model, tmp_path / "vggish")
     processor = AutoProcessor.from_pretrained(tmp_path / "converted")
     assert processor.num_frames == meta["frames_per_clip"]
     if meta["num_classes"] == len(AVSS_CLASS_NAMES):
