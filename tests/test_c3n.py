@@ -512,7 +512,7 @@ def order_one_logits_model():
     """A tiny C3N whose mask logits are of order 1, so that rounding can flip pixels near 0."""
     model = tiny_model()
     with torch.no_grad():
-        model.head["classifier"].weight.mul_(0.02)
+        model.head.classifier.weight.mul_(0.02)
     return model
 
 

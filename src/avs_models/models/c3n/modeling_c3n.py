@@ -7,7 +7,8 @@ takes the gradient of that class's logit with respect to the last block output o
 stage (one `torch.autograd.grad` call), averages it over space into channel weights and
 re-weights the stage features (channel then spatial attention). ASPP, an audio-visual non-local
 block per stage, a top-down fusion decoder and a small convolutional head give one mask logit map
-per frame.
+per frame. The official C3N decoder and head are AVSBench's, so they are TPAVI's blocks
+(`TPAVIFusionBlock`, `TPAVIPredictionHead`), with the same parameter names.
 
 The backbone runs stage by stage here, not through its own `forward`: Transformers' PVT-v2 and
 Swin backbones return each stage after its LayerNorm, while CCAM needs the last block's output,
@@ -40,6 +41,7 @@ from ..hub_code import HubModelMixin
 from ..inputs import check_finite, check_pixel_values, check_shape
 from ..label_names import AUDIOSET_CLASSES, IMAGENET_1K_CLASSES
 from ..labels import check_binary_mask
+from ..tpavi.modeling_tpavi import TPAVIFusionBlock, TPAVIPredictionHead
 from .configuration_c3n import C3NConfig, check_num_labels
 from .label_similarity import compute_label_similarity
 
@@ -209,38 +211,6 @@ class C3NAudioVisualNonLocal(nn.Module):
         return fused.view(batch, frames, height, width, channels).permute(0, 1, 4, 2, 3)
 
 
-class C3NResidualConvUnit(nn.Module):
-    """Two 3x3 convolutions with pre-activation; the skip carries the rectified input, as the
-    official unit's in-place ReLU does."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        rectified = F.relu(features)
-        return self.conv2(F.relu(self.conv1(rectified))) + rectified
-
-
-class C3NFusionBlock(GradientCheckpointingLayer):
-    """Top-down decoder step: add the refined skip feature, refine, upsample (bilinear, corners aligned)."""
-
-    def __init__(self, channels: int, has_skip: bool):
-        super().__init__()
-        self.skip_unit = C3NResidualConvUnit(channels) if has_skip else None
-        self.output_unit = C3NResidualConvUnit(channels)
-
-    def forward(
-        self, features: torch.Tensor, skip: torch.Tensor | None, output_size: tuple[int, int]
-    ) -> torch.Tensor:
-        """features and skip `(N, C, h, w)` -> `(N, C, *output_size)`."""
-        if self.skip_unit is not None:
-            features = features + self.skip_unit(skip)
-        features = self.output_unit(features)
-        return F.interpolate(features, size=output_size, mode="bilinear", align_corners=True)
-
-
 class C3NPreTrainedModel(HubModelMixin, PreTrainedModel):
     config_class = C3NConfig
     base_model_prefix = "c3n"
@@ -253,7 +223,7 @@ class C3NPreTrainedModel(HubModelMixin, PreTrainedModel):
         "SwinLayer",
         "C3NASPP",
         "C3NAudioVisualNonLocal",
-        "C3NFusionBlock",
+        "TPAVIFusionBlock",
     ]
 
     @torch.no_grad()
@@ -315,15 +285,8 @@ class C3NForAudioVisualSegmentation(AudioEncoderMixin, C3NPreTrainedModel):
             C3NAudioVisualNonLocal(channels, config.audio_embed_dim) for _ in stage_channels
         )
         # decoder[i] refines stage i; the deepest stage has no skip input.
-        self.decoder = nn.ModuleList(C3NFusionBlock(channels, has_skip=i < 3) for i in range(4))
-        first, second = config.head_hidden_sizes
-        self.head = nn.ModuleDict(
-            {
-                "conv1": nn.Conv2d(channels, first, 3, padding=1),
-                "conv2": nn.Conv2d(first, second, 3, padding=1),
-                "classifier": nn.Conv2d(second, 1, 1),
-            }
-        )
+        self.decoder = nn.ModuleList(TPAVIFusionBlock(channels, has_skip=i < 3) for i in range(4))
+        self.head = TPAVIPredictionHead(channels, config.head_hidden_sizes, num_labels=1)
         self.register_buffer(
             "label_similarity",
             torch.zeros(config.num_visual_classes, config.num_audio_classes),
@@ -779,11 +742,7 @@ class C3NForAudioVisualSegmentation(AudioEncoderMixin, C3NPreTrainedModel):
             if decoder_hidden_states is not None:
                 clip, decoded = with_leading_dims(decoded, (batch, frames))
                 decoder_hidden_states.append(clip)
-        hidden = self.head["conv1"](decoded)
-        hidden = F.interpolate(hidden, scale_factor=2, mode="bilinear", align_corners=False)
-        hidden = F.relu(self.head["conv2"](hidden))
-        logits = self.head["classifier"](hidden)
-        return logits, tuple(decoder_hidden_states) if decoder_hidden_states is not None else None
+        return self.head(decoded), tuple(decoder_hidden_states) if decoder_hidden_states is not None else None
 
     @staticmethod
     def segmentation_loss(

@@ -12,7 +12,7 @@ and `h x w` for a stage's feature map.
 
 The blocks (`TPAVIASPP`, `TPAVIAudioVisualInteraction`, `TPAVIResidualConvUnit`,
 `TPAVIFusionBlock`, `TPAVIPredictionHead`) take only sizes, so other models derived from the
-AVSBench code can build theirs from them.
+AVSBench code build theirs from them (C3N's decoder and head).
 """
 
 from __future__ import annotations
