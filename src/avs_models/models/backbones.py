@@ -17,6 +17,21 @@ from transformers import PvtV2Config, ResNetConfig, SwinConfig
 ALL_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
+def check_four_stage_backbone(model_name: str, backbone_config) -> None:
+    """Refuse a backbone config whose `out_features` do not name 4 stages (the decoders of every
+    model here take one feature map per stage); a config without `out_features` gives all 4.
+
+    Raises:
+        ValueError: naming the model and the `out_features` found.
+    """
+    out_features = getattr(backbone_config, "out_features", ALL_STAGES)
+    if len(out_features) != 4:
+        raise ValueError(
+            f"{model_name} needs a backbone returning 4 feature maps; backbone_config.out_features is "
+            f"{out_features}"
+        )
+
+
 def resnet50_backbone_config(**overrides) -> ResNetConfig:
     """ResNet-50 (torchvision layout: stride in the 3x3 conv) returning the 4 stage feature maps."""
     kwargs = {

@@ -8,7 +8,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ..auto import sub_config_from_dict
-from ..backbones import ALL_STAGES, PVT_V2_B5_KWARGS
+from ..backbones import PVT_V2_B5_KWARGS, check_four_stage_backbone
 from ..hub_code import HubConfigMixin
 
 MASK_LOSSES = ("dice", "bce")
@@ -160,11 +160,7 @@ class AVSegFormerConfig(HubConfigMixin, PreTrainedConfig):
             raise ValueError(f"mask_loss must be one of {MASK_LOSSES}, got {self.mask_loss!r}")
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be at least 1, got {self.num_labels}")
-        if len(getattr(self.backbone_config, "out_features", ALL_STAGES)) != 4:
-            raise ValueError(
-                "AVSegFormer needs a backbone returning 4 feature maps; backbone_config.out_features is "
-                f"{self.backbone_config.out_features}"
-            )
+        check_four_stage_backbone("AVSegFormer", self.backbone_config)
 
 
 __all__ = ["AVSegFormerConfig"]

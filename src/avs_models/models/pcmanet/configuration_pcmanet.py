@@ -6,7 +6,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ..auto import sub_config_from_dict
-from ..backbones import ALL_STAGES
+from ..backbones import ALL_STAGES, check_four_stage_backbone
 from ..hub_code import HubConfigMixin
 
 QSCA_TOKEN_LAYOUTS = ("official", "spatial")
@@ -144,11 +144,7 @@ class PCMANetConfig(HubConfigMixin, PreTrainedConfig):
         for switch in ABLATION_SWITCHES:
             if not isinstance(getattr(self, switch), bool):
                 raise ValueError(f"{switch} must be true or false, got {getattr(self, switch)!r}")
-        if len(getattr(self.backbone_config, "out_features", ALL_STAGES)) != 4:
-            raise ValueError(
-                "PCMANet needs a backbone returning 4 feature maps; backbone_config.out_features is "
-                f"{self.backbone_config.out_features}"
-            )
+        check_four_stage_backbone("PCMANet", self.backbone_config)
 
 
 __all__ = ["PCMANetConfig"]

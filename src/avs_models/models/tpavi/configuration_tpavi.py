@@ -8,7 +8,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ..auto import sub_config_from_dict
-from ..backbones import ALL_STAGES, PVT_V2_B5_KWARGS
+from ..backbones import PVT_V2_B5_KWARGS, check_four_stage_backbone
 from ..hub_code import HubConfigMixin
 
 
@@ -116,11 +116,7 @@ class TPAVIConfig(HubConfigMixin, PreTrainedConfig):
             raise ValueError("avm_loss_stages is empty although avm_loss_weight > 0")
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be at least 1, got {self.num_labels}")
-        if len(getattr(self.backbone_config, "out_features", ALL_STAGES)) != 4:
-            raise ValueError(
-                "TPAVI needs a backbone returning 4 feature maps; backbone_config.out_features is "
-                f"{self.backbone_config.out_features}"
-            )
+        check_four_stage_backbone("TPAVI", self.backbone_config)
 
 
 __all__ = ["TPAVIConfig"]
