@@ -4,6 +4,9 @@ Importing the package registers every model family with `AutoConfig`, `AutoModel
 `AutoModelForAudioVisualSegmentation`.
 """
 
+from . import _import_notices  # noqa: F401  (first: quiets torchao's notices before Transformers imports it)
+
+# isort: split
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -14,6 +17,7 @@ from transformers import (
 )
 
 from .explanation import explain
+from .inference_optimization import InferenceModel, optimize_for_inference
 from .models.auto import AutoModelForAudioVisualSegmentation
 from .models.avsegformer import (
     AVSegFormerConfig,
@@ -83,6 +87,7 @@ __all__ = [
     "BeatsModel",
     "C3NConfig",
     "C3NForAudioVisualSegmentation",
+    "InferenceModel",
     "PCMANetConfig",
     "PCMANetForAudioVisualSegmentation",
     "PCMANetSegmentationOutput",
@@ -100,4 +105,5 @@ __all__ = [
     "VideoReader",
     "__version__",
     "explain",
+    "optimize_for_inference",
 ]
