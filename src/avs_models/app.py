@@ -9,10 +9,11 @@ trained and cached on first use), and get
 - for C3N, the cognitive consensus of every second (audio class, visual class, unified label),
 - for AVSS models, the legend of the classes found.
 
-The video goes through the same streaming pipeline as `avs-models predict`, and the model runs once
-per video: the threshold and opacity sliders re-draw the overlays from the logits kept in the
-session. Inputs a user can get wrong (not a video, no audio track, too short) answer with the
-command line's one-line messages, in the page, and the app keeps serving.
+The video goes through the same streaming pipeline as `avs-models predict` (in the precision, and
+compiled or not, as `avs-models app --precision ... --compile` chose), and the model runs once per
+video: the threshold and opacity sliders re-draw the overlays from the logits kept in the session.
+Inputs a user can get wrong (not a video, no audio track, too short) answer with the command line's
+one-line messages, in the page, and the app keeps serving.
 """
 
 from __future__ import annotations
@@ -102,24 +103,27 @@ def example_clips() -> list[Path]:
     return paths
 
 
-_segmenters: dict[str, object] = {}
+_segmenters: dict[tuple[str, str], object] = {}
 _segmenters_lock = threading.Lock()
 
 
-def load_segmenter(model_dir: str):
+def load_segmenter(model_dir: str, **inference):
     """The `audio-visual-segmentation` pipeline of `model_dir`, kept loaded for the next video (one
-    model in memory at a time). Errors are the command line's: a missing folder or `config.json`."""
+    model in memory at a time). `inference`: the options of `avs_models.optimize_for_inference`
+    (`precision`, `compile`, ...) the pipeline takes. Errors are the command line's: a missing folder
+    or `config.json`, options that do not suit the machine."""
     from transformers import pipeline
 
     from .commands.predict import check_model_dir
     from .processing.pipeline_audio_visual_segmentation import PIPELINE_TASK
 
+    key = (model_dir, repr(sorted(inference.items())))
     with _segmenters_lock:
-        if model_dir not in _segmenters:
+        if key not in _segmenters:
             check_model_dir(Path(model_dir))
             _segmenters.clear()
-            _segmenters[model_dir] = pipeline(PIPELINE_TASK, model=model_dir)
-        return _segmenters[model_dir]
+            _segmenters[key] = pipeline(PIPELINE_TASK, model=model_dir, **inference)
+        return _segmenters[key]
 
 
 # ---------------------------------------------------------------------------------------- segment
@@ -204,11 +208,12 @@ class _ForwardRecorder:
             self.seconds.append(second)
 
 
-def segment(video: str, model_dir: str) -> Segmentation:
-    """Run the model of `model_dir` over `video` once, keeping what the sliders need to draw again."""
+def segment(video: str, model_dir: str, **inference) -> Segmentation:
+    """Run the model of `model_dir` over `video` once, keeping what the sliders need to draw again.
+    `inference`: `precision`, `compile`, ... of `avs_models.optimize_for_inference`."""
     from .models.labels import is_semantic_segmentation
 
-    segmenter = load_segmenter(model_dir)
+    segmenter = load_segmenter(model_dir, **inference)
     model = segmenter.model
     config = model.config
     semantic = is_semantic_segmentation(config)
@@ -226,7 +231,8 @@ def segment(video: str, model_dir: str) -> Segmentation:
     restore_attentions = config.output_attentions
     if config.model_type == "c3n":
         config.output_attentions = True
-    handle = model.register_forward_hook(recorder, with_kwargs=True)
+    # On the module the pipeline calls: a compiled or int8 program does not run the model's own hooks.
+    handle = segmenter.inference_model.register_forward_hook(recorder, with_kwargs=True)
     try:
         for index, second in enumerate(segmenter.stream(video, return_frames=True, show_progress=True)):
             frame = _display_frame(second["frame"])
@@ -320,9 +326,10 @@ def legend_html(legend: list[tuple[str, tuple[int, int, int]]]) -> str:
 
 
 # -------------------------------------------------------------------------------------------- page
-def build_app(model_dirs: list[str] | None = None):
+def build_app(model_dirs: list[str] | None = None, **inference):
     """The Gradio page (`gr.Blocks`). `model_dirs` fill the model menu (the first is the default);
-    without any, the demo-trained PCMANet is the default. Any other saved folder can be typed in."""
+    without any, the demo-trained PCMANet is the default. Any other saved folder can be typed in.
+    `inference`: how every model runs (`precision`, `compile`, ... of `avs_models.optimize_for_inference`)."""
     try:
         import gradio as gr
     except ImportError as error:
@@ -369,7 +376,7 @@ def build_app(model_dirs: list[str] | None = None):
                 progress(0, desc=f"training the demo model once (a few minutes), cached in {cache_dir()}")
             model_dir = resolve_model(choice)
             progress(0, desc="segmenting")
-            result = segment(video, model_dir)
+            result = segment(video, model_dir, **inference)
             rendering = render(result, threshold, alpha)
         except USER_ERRORS as error:
             # The message names the upload as the user knows it, not the server's copy.
@@ -456,10 +463,12 @@ def launch(
     host: str | None = DEFAULT_HOST,
     port: int | None = DEFAULT_PORT,
     share: bool = False,
+    **inference,
 ) -> None:
     """Serve the page on `host:port` (127.0.0.1 by default: only this machine); `share=True` asks
-    Gradio for a public link. `host=None` / `port=None` leave them to Gradio (and a Space's settings)."""
-    build_app(model_dirs).queue().launch(
+    Gradio for a public link. `host=None` / `port=None` leave them to Gradio (and a Space's settings).
+    `inference`: `precision`, `compile`, ... of `avs_models.optimize_for_inference`, for every model."""
+    build_app(model_dirs, **inference).queue().launch(
         server_name=host, server_port=port, share=share, allowed_paths=[str(cache_dir())]
     )
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from avs_models.data import AVSBenchCollator, decode_wav, frames_per_clip
 from avs_models.data.transforms import to_pil
+from avs_models.inference_optimization import InferenceModel, optimize_for_inference
 from avs_models.metrics import BinaryMaskMetric
 from avs_models.models.labels import is_semantic_segmentation
 from avs_models.processing import AudioVisualProcessor, processor_for
@@ -107,6 +108,9 @@ def evaluate_split(
     frame_snr_db: float | None = None,
     accelerator: Accelerator | None = None,
     progress: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,
+    calibration=None,
 ) -> dict:
     """Metrics of `model` on one split (see `avs_models.metrics` for the definitions).
 
@@ -115,11 +119,20 @@ def evaluate_split(
     is the data loader's; the official binary F-score is maximised per batch of
     `fscore_batch_videos` videos (default: the model family's official test batch,
     `avs_models.metrics.OFFICIAL_FSCORE_BATCH_VIDEOS`), whatever the loader's batch size.
+
+    `precision` and `compile` run the model through `optimize_for_inference` (int8 calibrates on
+    `calibration`, or on the int8 program saved with the model, or on synthetic clips of the
+    processor); `model` may also be an `InferenceModel` already. The result records both.
     """
     processor = processor or processor_for(
         model.config, image_size=image_size, num_frames=frames_per_clip(subset)
     )
     accelerator = accelerator or Accelerator()
+    if precision != "fp32" or compile:
+        # On the device it will run on: fp16 is for GPUs, int8 for CPUs, and compiled code is per device.
+        model = optimize_for_inference(
+            model.to(accelerator.device), precision, compile, processor=processor, calibration=calibration
+        )
     dataset = PerturbedSplit(
         AVSBenchSplit(data_dir, subset, split),
         snr_db=snr_db,
@@ -145,6 +158,8 @@ def evaluate_split(
             "swap_audio": swap_audio,
             "frame_noise_std": frame_noise_std,
             "frame_snr_db": frame_snr_db,
+            "precision": model.precision if isinstance(model, InferenceModel) else "fp32",
+            "compiled": isinstance(model, InferenceModel) and model.compiled,
         }
     )
     return result

@@ -320,6 +320,13 @@ class InferenceModel(torch.nn.Module):
             else contextlib.nullcontext()
         )
 
+    def train(self, mode: bool = True) -> InferenceModel:
+        """Inference only: `eval()` (called by evaluation loops) leaves everything as it is, since the
+        model is in eval mode already and an exported int8 program has no train mode to switch to."""
+        if mode:
+            raise ValueError("an InferenceModel runs inference only: train the model it was made from")
+        return self
+
     def forward(self, **inputs):
         if self.int8_record is not None:
             inputs = self._int8_inputs(inputs)

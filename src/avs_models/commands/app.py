@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from avs_models.commands.arguments import port
+from avs_models.commands.inference_options import add_inference_options, inference_options
 
 
 def add_parser(subparsers) -> None:
@@ -35,6 +36,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--share", action="store_true", help="also ask Gradio for a public link (needs the internet)"
     )
+    add_inference_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -46,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
     for model_dir in args.model_dirs:
         check_model_dir(Path(model_dir))
+    inference = inference_options(args)  # options that do not go together fail before the server starts
     if not args.model_dirs:
         state = "cached" if demo_model_dir().is_dir() else "trained on first use (a few minutes), then cached"
         print(f"default model: the demo-trained PCMANet in {demo_model_dir()} ({state})")
     print(f"example clips in {cache_dir() / 'examples'}")
-    launch(args.model_dirs, host=args.host, port=args.port, share=args.share)
+    launch(args.model_dirs, host=args.host, port=args.port, share=args.share, **inference)
     return 0

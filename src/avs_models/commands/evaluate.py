@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from avs_models.commands.inference_options import add_inference_options, inference_options
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -87,6 +89,7 @@ def add_parser(subparsers) -> None:
         "(needs matplotlib: pip install 'avs-models[plot]')",
     )
     parser.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
+    add_inference_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -102,8 +105,13 @@ def saved_processor(model_dir: str):
 def evaluate_model_dir(model_dir: str, args, strip_suffix: str = "") -> dict[str, dict]:
     """Every requested setting (clean, audio noise, frame noise) of one saved model; with `--plot`, also
     its frame strips (`robustness_frames_*{strip_suffix}.png`)."""
+    from accelerate import Accelerator
+
+    from avs_models.data import frames_per_clip
     from avs_models.evaluation import evaluate_split
+    from avs_models.inference_optimization import optimize_for_inference
     from avs_models.models.auto import AutoModelForAudioVisualSegmentation
+    from avs_models.processing import processor_for
     from avs_models.training.trainer import library_progress_bars
 
     with library_progress_bars(False):  # one progress bar per evaluation, none for loading
@@ -117,6 +125,15 @@ def evaluate_model_dir(model_dir: str, args, strip_suffix: str = "") -> dict[str
         "fscore_batch_videos": args.fscore_batch_videos,
         "progress": True,
     }
+    speed = inference_options(args)
+    if speed["precision"] != "fp32" or speed["compile"]:
+        # Prepared once for every setting (int8 calibrates once), with the processor of the split's clips.
+        options["processor"] = options["processor"] or processor_for(
+            model.config, image_size=options["image_size"], num_frames=frames_per_clip(args.subset)
+        )
+        # On the device evaluate_split runs on: fp16 is for GPUs, int8 for CPUs.
+        device = Accelerator().device
+        model = optimize_for_inference(model.to(device), processor=options["processor"], **speed)
     settings = [("clean", {})]
     settings += [(f"audio noise {snr:g} dB", {"snr_db": snr}) for snr in args.noise_snr]
     settings += [(f"frame noise std {std:g}", {"frame_noise_std": std}) for std in args.frame_noise]
@@ -164,6 +181,7 @@ def run(args) -> int:
             raise FileNotFoundError(f"MODEL_DIR {model_dir!r} is not a folder")
     if repeated := sorted({d for d in args.model_dirs if args.model_dirs.count(d) > 1}):
         raise ValueError(f"MODEL_DIR given more than once: {', '.join(repeated)}")
+    inference_options(args)  # options that do not go together fail before any model loads
     if args.plot:
         from avs_models.plotting import new_figure
 
@@ -180,6 +198,8 @@ def run(args) -> int:
     }
 
     print(f"{args.subset} {args.split}")
+    if args.precision != "fp32" or args.compile:
+        print(f"precision {args.precision}{', compiled' if args.compile else ''}")
     if len(results) == 1:
         (model_results,) = results.values()
         print(describe_definition(model_results["clean"]))
@@ -213,6 +233,9 @@ def run(args) -> int:
     if args.json_path:
         Path(args.json_path).write_text(text)
     for model_dir, settings in results.items():  # the clean scores go into each model's card (model-index)
+        if settings["clean"]["precision"] != "fp32":
+            print(f"model card not updated: {model_dir} was scored in {settings['clean']['precision']}")
+            continue
         print("model card updated:", record_evaluation(model_dir, settings["clean"], args.data_dir))
     if args.plot:
         from avs_models.plotting import plot_robustness, save_figure

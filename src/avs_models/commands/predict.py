@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from avs_models.commands.arguments import opacity, positive_int, probability
+from avs_models.commands.inference_options import add_inference_options, inference_options
 
 # Seconds whose files may wait to be written while the next clips run through the model.
 _MAX_PENDING_WRITES = 16
@@ -55,6 +56,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--side-by-side", action="store_true", help="overlays show the frame and its overlay side by side"
     )
+    add_inference_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -108,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     model_dir, source, out_dir = Path(args.model_dir), Path(args.input), Path(args.out)
     audio_path = Path(args.audio) if args.audio else None
     _check_inputs(model_dir, source, audio_path)
-    segmenter = pipeline(PIPELINE_TASK, model=str(model_dir))
+    speed = inference_options(args)
+    segmenter = pipeline(PIPELINE_TASK, model=str(model_dir), **speed)
     config = segmenter.model.config
     semantic = is_semantic_segmentation(config)
     palette = mask_palette(config.num_labels)
@@ -173,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         "model_type": config.model_type,
         "num_labels": config.num_labels,
         "threshold": None if semantic else args.threshold,
+        "precision": speed["precision"],
+        "compiled": speed["compile"],
         "num_frames": len(frames_summary),
         "frames": frames_summary,
     }
