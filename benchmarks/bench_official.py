@@ -29,9 +29,9 @@ To import the official files without their training environment, the child proce
 stand-ins in `sys.modules` while (and only while) it imports them:
 
 - `timm.models.layers`, `timm.models.registry`, `timm.models.vision_transformer`: timm needs
-  torchvision, which breaks imports with CPU-only torch wheels; the backbones only need an
-  eval-mode DropPath (the identity), `to_2tuple`, `trunc_normal_`, a no-op `register_model`
-  and `_cfg`.
+  torchvision, which breaks imports with CPU-only torch wheels; the backbones only need
+  DropPath (stochastic depth, the identity in eval mode), `to_2tuple`, `trunc_normal_`, a no-op
+  `register_model` and `_cfg`.
 - `torchvision.models`: the ResNet file imports it only to load ImageNet weights.
 - `matplotlib.pyplot`: imported by the C3N model files, never called.
 - `cv2`, only when OpenCV is not installed: C3N's Grad-CAM resizes each CAM image to 224x224
@@ -64,6 +64,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 from bench_c3n import VARIANTS as C3N_VARIANTS  # benchmarks/ is on sys.path when run as a script
+from bench_data import process_memory_mib, reset_peak_memory
 from bench_inference import FRAMES, SIZE, interleaved_median_seconds, peak_memory_mib, run_child, write_report
 from bench_inference import VARIANTS as PCMANET_VARIANTS
 
@@ -137,14 +138,22 @@ def _module(name: str, **attributes) -> types.ModuleType:
     return module
 
 
-class _EvalDropPath(torch.nn.Module):
-    """timm's stochastic depth as it is in eval mode, the only mode timed here: the identity."""
+class _DropPath(torch.nn.Module):
+    """Stochastic depth as timm defines it: in training, each sample's residual branch is dropped
+    with probability `drop_prob` and the kept ones scaled by `1 / (1 - drop_prob)`; the identity in
+    eval mode."""
 
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
+        self.drop_prob = drop_prob
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return hidden_states
+        if not self.training or self.drop_prob == 0.0:
+            return hidden_states
+        keep = 1.0 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        mask = hidden_states.new_empty(shape).bernoulli_(keep)
+        return hidden_states * mask / keep
 
 
 def _to_2tuple(value):
@@ -162,7 +171,7 @@ def import_stand_ins() -> dict[str, types.ModuleType]:
     """The modules the official model files import but cannot (or need not) have here."""
     layers = _module(
         "timm.models.layers",
-        DropPath=_EvalDropPath,
+        DropPath=_DropPath,
         to_2tuple=_to_2tuple,
         trunc_normal_=torch.nn.init.trunc_normal_,  # same signature and distribution as timm's
     )
@@ -236,14 +245,22 @@ def build_official(
 
 
 def build_ours(
-    variant: str, official_state: dict[str, torch.Tensor], similarity: torch.Tensor
+    variant: str,
+    official_state: dict[str, torch.Tensor],
+    similarity: torch.Tensor,
+    drop_path_rate: float = 0.0,
 ) -> torch.nn.Module:
-    """Our model, configured as in our benchmarks, holding the official module's weights."""
+    """Our model, configured as in our benchmarks (with the backbone's stochastic depth rate, which
+    only acts in training), holding the official module's weights."""
     if variant in PCMANET_VARIANTS:
-        model = PCMANetForAudioVisualSegmentation(PCMANET_VARIANTS[variant]())
+        config = PCMANET_VARIANTS[variant]()
+        config.backbone_config.drop_path_rate = drop_path_rate
+        model = PCMANetForAudioVisualSegmentation(config)
         converted, _ = convert_state_dict(official_state)
     else:
-        model = C3NForAudioVisualSegmentation(C3N_VARIANTS[variant]())
+        config = C3N_VARIANTS[variant]()
+        config.backbone_config.drop_path_rate = drop_path_rate
+        model = C3NForAudioVisualSegmentation(config)
         _, converted = convert_c3n_state_dict(official_state)
         converted["label_similarity"] = similarity
     result = model.load_state_dict(converted, strict=False)
@@ -340,6 +357,174 @@ def measure(variant: str, checkout: Path, runs: int, device: torch.device) -> di
     }
 
 
+# ----------------------------------------------------------------------------- training step
+# Both official train.py files: Adam at 1e-4; stochastic depth of the official backbones.
+LEARNING_RATE = 1e-4
+OFFICIAL_DROP_PATH_RATE = {
+    "pcmanet-resnet50": 0.0,
+    "pcmanet-pvt-v2-b5": 0.1,
+    "c3n-pvt-v2-b5": 0.1,
+    "c3n-swin-b": 0.2,
+}
+TRAINING_PRECISIONS = {"fp32": None, "bf16 autocast": torch.bfloat16}
+
+
+def training_batch(variant: str, clips: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """A training batch of `clips` clips of 5 frames as the official S4 loaders give it: frames, VGGish
+    embeddings (and AudioSet logits for C3N), and the ground truth of the first frame only."""
+    generator = torch.Generator().manual_seed(1)
+    batch = {
+        "pixel_values": torch.randn(clips, FRAMES, 3, size, size, generator=generator),
+        "audio_embeds": torch.randn(clips, FRAMES, 128, generator=generator),
+        "labels": (torch.rand(clips, FRAMES, size, size, generator=generator) > 0.5).float(),
+        "labeled_frames": torch.zeros(clips, FRAMES),
+    }
+    batch["labeled_frames"][:, 0] = 1
+    if OFFICIAL_MODELS[variant].repo == "AVS-C3N":
+        batch["audio_logits"] = torch.randn(clips, FRAMES, AUDIO_CLASSES, generator=generator)
+    return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+def official_training_step(
+    variant: str, checkout: Path, batch: dict, similarity: torch.Tensor, dtype
+) -> dict:
+    """The official train.py step on `batch` (frames of the clips as the batch, as its loader gives
+    them): forward in training mode, the official loss on the first frames, Adam. Returns the step
+    (it returns the loss), the module's initial weights and the module."""
+    official = OFFICIAL_MODELS[variant]
+    stand_ins = import_stand_ins()
+    device = batch["pixel_values"].device
+    cpu = device.type == "cpu"
+    keep_on_cpu = (
+        (lambda: mock.patch.object(torch.Tensor, "cuda", lambda self, *args, **kwargs: self))
+        if cpu
+        else contextlib.nullcontext
+    )
+    with keep_on_cpu():
+        model = build_official(variant, checkout, similarity, stand_ins).to(device)
+    state = {key: tensor.detach().cpu().clone() for key, tensor in model.state_dict().items()}
+    model.train()
+    with modules_in_place(stand_ins):
+        losses = importlib.import_module("loss")  # the checkout's loss.py, next to its model package
+    optimizer = torch.optim.Adam(model.parameters(), LEARNING_RATE)
+    frames = batch["pixel_values"].flatten(0, 1)
+    inputs = [frames, batch["audio_embeds"].flatten(0, 1)]
+    if official.repo == "AVS-C3N":
+        inputs.append(batch["audio_logits"].flatten(0, 1))
+    first_frame_masks = batch["labels"][:, 0]  # [B, H, W], as train.py reshapes its masks
+
+    def step() -> float:
+        with keep_on_cpu(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            if official.repo == "AVS-C3N":
+                loss, _ = losses.IouSemanticAwareLoss(model(*inputs), first_frame_masks.unsqueeze(1))
+            else:
+                outputs = model(*inputs)[:4]
+                loss = sum(losses.BCEIOU_loss(output, first_frame_masks) for output in outputs)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return {"step": step, "state_dict": state, "model": model}
+
+
+def our_training_step(variant: str, official_state: dict, similarity: torch.Tensor, batch: dict, dtype):
+    """Our model with the official initial weights (and the official stochastic depth), trained as
+    the trainer does: forward with labels, the model's loss, Adam at the official learning rate."""
+    model = build_ours(variant, official_state, similarity, OFFICIAL_DROP_PATH_RATE[variant])
+    device = batch["pixel_values"].device
+    model = model.to(device).train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], LEARNING_RATE)
+
+    def step() -> float:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def step_memory_mib(step, device: torch.device) -> float:
+    """Memory one step needs above what the process holds before it: the CUDA allocator's peak, or
+    the peak resident size (VmHWM, reset before the step) on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    reset_peak_memory()
+    before = process_memory_mib("VmRSS")
+    step()
+    return process_memory_mib("VmHWM") - before
+
+
+def measure_training(
+    variant: str, checkout: Path, runs: int, device: torch.device, clips: int, size: int
+) -> list[dict]:
+    """One row per precision: median step of each side (interleaved), the memory of a step, and the
+    loss of the first step (equal where nothing random runs: no stochastic depth)."""
+    generator = torch.Generator().manual_seed(0)
+    similarity = torch.rand(VISUAL_CLASSES, AUDIO_CLASSES, generator=generator)
+    batch = training_batch(variant, clips, size, device)
+    rows = []
+    for name, dtype in TRAINING_PRECISIONS.items():
+        row = {"model": variant, "precision": name, "batch": f"{clips} x {FRAMES} x 3 x {size} x {size}"}
+        official = official_training_step(variant, checkout, batch, similarity, dtype)
+        ours = our_training_step(variant, official.pop("state_dict"), similarity, batch, dtype)
+        torch.manual_seed(0)
+        try:
+            row["official_first_loss"] = official["step"]()
+        except (RuntimeError, TypeError) as error:  # e.g. the official C3N's NumPy Grad-CAM and bf16
+            row["official_error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+        torch.manual_seed(0)
+        row["our_first_loss"] = ours()
+        functions = [ours] if "official_error" in row else [official["step"], ours]
+        seconds = interleaved_median_seconds(functions, runs, device)
+        row["our_step_s"] = seconds[-1]
+        row["our_step_memory_mib"] = step_memory_mib(ours, device)
+        if "official_error" not in row:
+            row["official_step_s"] = seconds[0]
+            row["official_over_ours"] = seconds[0] / seconds[-1]
+            row["official_step_memory_mib"] = step_memory_mib(official["step"], device)
+        rows.append(row)
+        del official, ours
+    return rows
+
+
+def training_to_markdown(rows: list[dict], machine: dict) -> str:
+    lines = [
+        (
+            f"Measured on: {machine['device']}, {machine['threads']} threads, torch {machine['torch']}; "
+            "one training step (forward, official loss, backward, Adam) on a batch of "
+            f"{rows[0]['batch']}."
+        ),
+        "",
+        (
+            "| model | precision | official step (s) | our step (s) | official / ours | official step memory (MiB) "
+            "| our step memory (MiB) | first loss official / ours |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        if "official_error" in row:
+            official = f"fails ({row['official_error']}) | {row['our_step_s']:.3f} | — | —"
+            loss = f"— / {row['our_first_loss']:.4f}"
+        else:
+            official = (
+                f"{row['official_step_s']:.3f} | {row['our_step_s']:.3f} | {row['official_over_ours']:.2f} "
+                f"| {row['official_step_memory_mib']:.0f}"
+            )
+            loss = f"{row['official_first_loss']:.4f} / {row['our_first_loss']:.4f}"
+        lines.append(
+            f"| {row['model']} | {row['precision']} | {official} | {row['our_step_memory_mib']:.0f} | {loss} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(results: list[dict]) -> str:
     first = results[0]
     lines = [
@@ -407,6 +592,16 @@ def main(argv: list[str] | None = None) -> None:
         help="model to measure (repeatable); default: every model the checkout provides",
     )
     parser.add_argument("--runs", type=int, default=5, help="timed runs per model (median reported)")
+    parser.add_argument(
+        "--training",
+        action="store_true",
+        help="time the training step (forward, official loss, backward, Adam) in fp32 and bf16 autocast "
+        "instead of the inference forward",
+    )
+    parser.add_argument("--batch-size", type=int, default=2, help="--training: clips of 5 frames (default 2)")
+    parser.add_argument(
+        "--image-size", type=int, default=SIZE, help="--training: frame size (default 224; C3N needs 224)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="write the results as JSON to this file")
     parser.add_argument("--markdown", help="write the Markdown table to this file")
@@ -416,6 +611,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--runs must be at least 1, got {args.runs}")
     models = chosen_models(parser, args)
 
+    if args.training:
+        run_training(args, models)
+        return
     if args.in_process:  # child process: one model, result on stdout
         result = measure(models[0], args.official_repo.resolve(), args.runs, torch.device(args.device))
         print(json.dumps(result))
@@ -428,6 +626,39 @@ def main(argv: list[str] | None = None) -> None:
             f"{variant}: official {results[-1]['official_latency_s']:.3f} s, ours {results[-1]['our_latency_s']:.3f} s"
         )
     write_report(results, to_markdown(results), args.json, args.markdown)
+
+
+def run_training(args: argparse.Namespace, models: list[str]) -> None:
+    """`--training`: one child process per model (its own peak memory), a table of training steps."""
+    device = torch.device(args.device)
+    if args.in_process:
+        rows = measure_training(
+            models[0], args.official_repo.resolve(), args.runs, device, args.batch_size, args.image_size
+        )
+        print(json.dumps(rows))
+        return
+    rows = []
+    for variant in models:
+        arguments = [
+            "--in-process",
+            "--training",
+            "--official-repo",
+            str(args.official_repo),
+            "--model",
+            variant,
+        ]
+        sizes = ["--batch-size", str(args.batch_size), "--image-size", str(args.image_size)]
+        rows += run_child(__file__, *arguments, *sizes, "--runs", str(args.runs), "--device", args.device)
+    machine = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    write_report(
+        {"machine": machine, "training": rows}, training_to_markdown(rows, machine), args.json, args.markdown
+    )
 
 
 if __name__ == "__main__":
