@@ -73,6 +73,15 @@ def test_every_card_passes_the_hubs_metadata_checks(folders):
             assert card.data.pipeline_tag == "image-segmentation"
 
 
+def test_card_and_push_functions_are_the_packages_public_api(folders):
+    import avs_models
+
+    assert {"write_model_card", "render_model_card", "record_evaluation", "push_folder"} <= set(avs_models.__all__)
+    for folder in folders.values():
+        rendered = avs_models.render_model_card(folder)
+        assert rendered.data.to_dict() == ModelCard.load(folder / CARD_NAME).data.to_dict()
+
+
 def test_converted_card_names_paper_code_command_parity_and_license(folders):
     text = (folders["panns"] / CARD_NAME).read_text()
     facts = model_families()["panns_cnn14"]

@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from .explanation import explain
+from .hub import push_folder, record_evaluation, render_model_card, write_model_card
 from .inference_optimization import InferenceModel, optimize_for_inference
 from .models.auto import AutoModelForAudioVisualSegmentation
 from .models.avsegformer import (
@@ -106,4 +107,8 @@ __all__ = [
     "__version__",
     "explain",
     "optimize_for_inference",
+    "push_folder",
+    "record_evaluation",
+    "render_model_card",
+    "write_model_card",
 ]

@@ -10,14 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from avs_models.commands.arguments import positive_int
 from avs_models.commands.inference_options import add_inference_options, inference_options
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_parser(subparsers) -> None:
@@ -44,18 +38,18 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--fscore-batch-videos",
-        type=_positive_int,
+        type=positive_int,
         help="videos per official F-score batch (the F-score is maximised per test batch); by default "
         "each model family's official test batch (1 for PCMANet and C3N)",
     )
     parser.add_argument(
         "--image-size",
-        type=_positive_int,
+        type=positive_int,
         help="frame size; by default the processor saved with the model decides (224 if it has none)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="clips per forward pass (default 1); changes no score",
     )
