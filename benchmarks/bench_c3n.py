@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 
 import torch
 from bench_inference import (  # benchmarks/ is on sys.path when run as a script
     median_seconds,
     peak_memory_mib,
+    processor_name,
     run_child,
 )
 from torch.utils.flop_counter import FlopCounterMode
@@ -57,7 +57,7 @@ def measure(variant: str, runs: int, device: torch.device) -> dict:
         "variant": variant,
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else platform.processor() or "cpu",
+        else processor_name(),
         "threads": torch.get_num_threads(),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "gflops": counter.get_total_flops() / 1e9,

@@ -82,10 +82,19 @@ def write_report(report, table: str | None, json_path: str | None, markdown_path
         Path(markdown_path).write_text(table)
 
 
+def processor_name() -> str:
+    """The processor as `lscpu` names it ("model name" of /proc/cpuinfo), else the architecture."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
     """What the figures were measured on: processor, torch threads and torch version."""
     return {
-        "processor": platform.processor() or platform.machine(),
+        "processor": processor_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

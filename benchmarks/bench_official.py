@@ -53,7 +53,6 @@ import contextlib
 import importlib
 import importlib.util
 import json
-import platform
 import sys
 import tempfile
 import types
@@ -65,7 +64,15 @@ import torch
 import torch.nn.functional as F
 from bench_c3n import VARIANTS as C3N_VARIANTS  # benchmarks/ is on sys.path when run as a script
 from bench_data import process_memory_mib, reset_peak_memory
-from bench_inference import FRAMES, SIZE, interleaved_median_seconds, peak_memory_mib, run_child, write_report
+from bench_inference import (
+    FRAMES,
+    SIZE,
+    interleaved_median_seconds,
+    peak_memory_mib,
+    processor_name,
+    run_child,
+    write_report,
+)
 from bench_inference import VARIANTS as PCMANET_VARIANTS
 
 from avs_models import C3NForAudioVisualSegmentation, PCMANetForAudioVisualSegmentation
@@ -342,7 +349,7 @@ def measure(variant: str, checkout: Path, runs: int, device: torch.device) -> di
         "model": variant,
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        else processor_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "clip": f"1 x {FRAMES} x 3 x {SIZE} x {SIZE}",
@@ -652,7 +659,7 @@ def run_training(args: argparse.Namespace, models: list[str]) -> None:
     machine = {
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else platform.processor() or "cpu",
+        else processor_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

@@ -48,9 +48,8 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from bench_data import process_memory_mib, reset_peak_memory  # benchmarks/ is on sys.path as a script
 from bench_inference import FRAMES, SIZE, interleaved_median_seconds, machine_info, run_child, write_report
-from bench_official import _module, import_stand_ins, modules_in_place
+from bench_official import _module, import_stand_ins, modules_in_place, step_memory_mib
 from torch.utils.flop_counter import FlopCounterMode
 
 from avs_models.models.avsegformer.convert_avsegformer_original_to_hf import convert_avsegformer_checkpoint
@@ -165,14 +164,6 @@ def forwards(variant: str, checkouts: dict[str, Path]):
     return official_forward, our_forward, official_model, ours
 
 
-def forward_memory_mib(forward) -> float:
-    """Peak resident size during one forward above the resident size before it (VmHWM reset)."""
-    reset_peak_memory()
-    before = process_memory_mib("VmRSS")
-    forward()
-    return process_memory_mib("VmHWM") - before
-
-
 def gflops(forward) -> float:
     with FlopCounterMode(display=False) as counter:
         forward()
@@ -191,17 +182,9 @@ def measure(variant: str, checkouts: dict[str, Path], runs: int) -> dict:
             row[f"{side}_params_m"] = sum(parameter.numel() for parameter in module.parameters()) / 1e6
             row[f"{side}_gflops"] = gflops(forward)
             row[f"{side}_latency_s"] = latency
-            row[f"{side}_forward_memory_mib"] = forward_memory_mib(forward)
+            row[f"{side}_forward_memory_mib"] = step_memory_mib(forward, torch.device("cpu"))
     row["official_over_ours"] = row["official_latency_s"] / row["ours_latency_s"]
     return row
-
-
-def cpu_model_name() -> str:
-    """The processor as `lscpu` names it ("model name" of /proc/cpuinfo)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return machine_info()["processor"]
 
 
 def to_markdown(results: list[dict], machine: dict) -> str:
@@ -270,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         run_child(__file__, "--in-process", *repos, "--model", name, "--runs", str(args.runs))
         for name in models
     ]
-    machine = {**machine_info(), "processor": cpu_model_name(), "threads": 1}
+    machine = {**machine_info(), "threads": 1}
     report = {"machine": machine, "results": results}
     write_report(report, to_markdown(results, machine), args.json, args.markdown)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from bench_inference import processor_name  # benchmarks/ is on sys.path when run as a script
 
 TIMED_PARTS = (
     "predict",
@@ -250,7 +250,7 @@ def main() -> None:
         save_model(work / "model", args.model, args.image_size)
         clip = make_video(work / "clip.mp4", args.clip_seconds, *parse_size(args.clip_size))
         results = {
-            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+            "machine": f"{processor_name()}, {torch.get_num_threads()} torch threads",
             "model": args.model,
             "clip": f"{args.clip_seconds:g} s {args.clip_size}",
             "timings_s": breakdown(work / "model", clip, work / "out", args.batch_size, args.runs),
