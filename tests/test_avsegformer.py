@@ -371,6 +371,7 @@ def test_half_precision_outputs_are_finite_and_masks_agree_with_fp32(dtype, tmp_
         )
 
 
+@pytest.mark.torch_compile_test
 def test_torch_compile_and_export_match_eager():
     # One layer per stack keeps the compile short; every block type is still in the graph.
     model = tiny_model(encoder_layers=1, decoder_layers=1)

@@ -579,17 +579,20 @@ def assert_compiled_equals_eager(backend: str):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.torch_compile_test
 def test_compiled_model_equals_eager():
     # Dynamo's graphs and AOTAutograd, where the gradient probes and autograd.grad meet compile.
     assert_compiled_equals_eager("aot_eager")
 
 
 @pytest.mark.slow
+@pytest.mark.torch_compile_test
 def test_inductor_compiled_model_equals_eager():
     # torch.compile's default backend; its C++ code generation takes minutes on a CPU.
     assert_compiled_equals_eager("inductor")
 
 
+@pytest.mark.torch_compile_test
 def test_compiled_training_step_equals_eager():
     model, inputs = tiny_model().train(), tiny_inputs(batch=1, frames=2, height=32, width=32)
     labels = (torch.rand(1, 2, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.5).float()

@@ -367,6 +367,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
+@pytest.mark.torch_compile_test
 def test_torch_compile_and_export_match_eager():
     model = tiny_model()
     inputs = clip_inputs()
