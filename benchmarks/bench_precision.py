@@ -42,7 +42,8 @@ from bench_inference import VARIANTS as FULL_SIZE_VARIANTS
 from avs_models import AudioVisualProcessor, AutoModelForAudioVisualSegmentation
 from avs_models.data import AVSBenchCollator
 from avs_models.evaluation import evaluate_split
-from avs_models.inference_optimization import model_input_names, optimize_for_inference
+from avs_models.inference_optimization import optimize_for_inference
+from avs_models.models.inputs import model_inputs
 from avs_models.training import AVSBenchSplit
 
 # Setting name -> optimize_for_inference options; the targets (speed-up vs fp32 eager,
@@ -124,7 +125,7 @@ def demo_accuracy_and_speed(args, device: torch.device) -> list[dict]:
 
     def clip_inputs(example) -> dict:
         batch = collator([example])
-        return {name: batch[name].to(device) for name in model_input_names(model, batch)}
+        return {name: tensor.to(device) for name, tensor in model_inputs(batch).items()}
 
     train = AVSBenchSplit(data_dir, args.subset, "train")
     calibration = [clip_inputs(train[index]) for index in range(min(CALIBRATION_CLIPS, len(train)))]

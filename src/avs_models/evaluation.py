@@ -15,10 +15,10 @@ from avs_models.data import AVSBenchCollator, decode_wav, frames_per_clip
 from avs_models.data.transforms import to_pil
 from avs_models.inference_optimization import InferenceModel, optimize_for_inference
 from avs_models.metrics import BinaryMaskMetric
+from avs_models.models.inputs import model_inputs
 from avs_models.models.labels import is_semantic_segmentation
 from avs_models.processing import AudioVisualProcessor, processor_for
 from avs_models.training.trainer import (
-    MODEL_INPUTS,
     AVSBenchSplit,
     _WithVideoInfo,
     evaluate_model,
@@ -267,6 +267,5 @@ def describe_definition(result: dict) -> str:
 def predict_masks(model, batch: dict) -> torch.Tensor:
     """Binary masks `[B, T, H, W]` (S4/MS3) or class ids (AVSS) for a collated batch."""
     model.eval()
-    inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
-    logits = model(**inputs).logits
+    logits = model(**model_inputs(batch)).logits
     return logits.argmax(dim=2) if is_semantic_segmentation(model.config) else (logits[:, :, 0] > 0).long()

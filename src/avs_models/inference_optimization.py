@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
 import json
 import logging
 import platform
@@ -39,6 +38,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from avs_models.models.inputs import model_inputs
+
 if TYPE_CHECKING:  # the processing package imports this module (the pipeline)
     from avs_models.processing import AudioVisualProcessor
 
@@ -50,7 +51,6 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 INT8_PROGRAM_NAME = "int8_program.pt2"
 INT8_RECORD_NAME = "int8_program.json"
 DEFAULT_CALIBRATION_CLIPS = 8
-_NOT_MODEL_INPUTS = ("labels", "labeled_frames")
 INT8_EXTRA_HINT = "pip install 'avs-models[int8]'"
 _NO_TORCHAO = f"precision='int8' needs torchao, which is not installed: {INT8_EXTRA_HINT}"
 _X86_MACHINES = ("x86_64", "amd64", "i386", "i686", "x86")
@@ -87,16 +87,6 @@ def _check_device(precision: str, device: torch.device) -> None:
 
 def torchao_available() -> bool:
     return importlib.util.find_spec("torchao") is not None
-
-
-def model_input_names(model: torch.nn.Module, batch: Mapping) -> list[str]:
-    """The tensors of `batch` that `model`'s forward takes (labels excluded), in the forward's order."""
-    accepted = inspect.signature(model.forward).parameters
-    return [
-        name
-        for name in accepted
-        if name in batch and name not in _NOT_MODEL_INPUTS and isinstance(batch[name], torch.Tensor)
-    ]
 
 
 def synthetic_calibration_inputs(
@@ -221,7 +211,7 @@ def quantize_int8(
     quantizer = _quantizer()  # first: without torchao, the error says how to install it
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    names = names or model_input_names(model, batches[0])
+    names = names or list(model_inputs(batches[0]))
     shapes = {name: list(batches[0][name].shape[1:]) for name in names}
     for batch in batches:
         _check_inputs(batch, names, shapes, "calibration clips")
@@ -479,7 +469,6 @@ __all__ = [
     "PRECISIONS",
     "InferenceModel",
     "calibration_batches",
-    "model_input_names",
     "optimize_for_inference",
     "quantize_int8",
     "synthetic_calibration_inputs",

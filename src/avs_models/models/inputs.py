@@ -8,7 +8,18 @@ every message. Checks that read tensor values (finiteness) are skipped while `to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+
+# The tensors a segmentation model's `forward` takes from a processed or collated batch, in the
+# forwards' order; the rest of a batch (labels, labeled frames, video ids) is for losses and metrics.
+MODEL_INPUT_NAMES = ("pixel_values", "input_features", "input_values", "audio_embeds", "frame_mask")
+
+
+def model_inputs(batch: Mapping) -> dict[str, torch.Tensor]:
+    """The model inputs of `batch` (see `MODEL_INPUT_NAMES`), ready for `model(**model_inputs(batch))`."""
+    return {name: batch[name] for name in MODEL_INPUT_NAMES if name in batch}
 
 
 def _tracing() -> bool:

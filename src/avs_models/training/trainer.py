@@ -37,6 +37,7 @@ from avs_models.data.avss_classes import AVSS_NUM_CLASSES, avss_id2label
 from avs_models.hub import push_folder, write_training_card
 from avs_models.metrics import BinaryMaskMetric, SemanticSegmentationMetric, official_fscore_batch_videos
 from avs_models.models.auto import AutoModelForAudioVisualSegmentation
+from avs_models.models.inputs import model_inputs
 from avs_models.processing import processor_for
 
 from .config import TrainingConfig, resume_differences
@@ -205,15 +206,12 @@ def make_metric(subset: str, model, definition: str = "official", fscore_batch_v
     return BinaryMaskMetric(definition, fscore_batch_videos=fscore_batch_videos)
 
 
-MODEL_INPUTS = ("pixel_values", "input_features", "input_values", "audio_embeds", "frame_mask")
-
-
 @torch.no_grad()
 def evaluate_model(model, dataloader, accelerator: Accelerator, metric, progress: bool = False) -> dict:
     """Run `model` over `dataloader` (prepared by `accelerator`) and fill `metric` on every process."""
     model.eval()
     for batch in tqdm(dataloader, desc="eval", disable=not (progress and accelerator.is_main_process)):
-        logits = model(**{key: batch[key] for key in MODEL_INPUTS if key in batch}).logits
+        logits = model(**model_inputs(batch)).logits
         if isinstance(metric, BinaryMaskMetric):
             logits = logits[:, :, 0]
         logits, labels, labeled = accelerator.gather_for_metrics(
