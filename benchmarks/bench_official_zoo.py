@@ -37,7 +37,6 @@ Stand-ins (only while the official files are imported or run; the checkouts stay
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import os

@@ -6,7 +6,6 @@ is printed (and, with `--per-category`, one table of categories by model).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
