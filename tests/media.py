@@ -17,6 +17,7 @@ CODECS = {
     ".mov": ("libx264", "pcm_s16le"),
     ".mkv": ("libx264", "flac"),
     ".webm": ("libvpx-vp9", "libopus"),
+    ".avi": ("mpeg4", "pcm_s16le"),  # AVI leaves the PCM channel order unnamed ("1 channels")
 }
 AUDIO_FORMATS = {"aac": "fltp", "pcm_s16le": "s16", "flac": "s16", "libopus": "flt", "mp3": "fltp"}
 
@@ -65,6 +66,8 @@ def write_video(
     channels: int = 1,
     rotation: int = 0,
     marker: bool = False,
+    sample_aspect_ratio: Fraction | None = None,
+    faststart: bool = False,
 ) -> Path:
     """A video of flat grey frames (frame `i` has brightness `frame_brightness(i)`) and a sound track.
 
@@ -73,13 +76,16 @@ def write_video(
     from container time `video_start`; the audio (`audio`, by default a 440 Hz tone with
     `silent_seconds`) starts at `audio_start`. `rotation` (degrees counter-clockwise) is stored as
     display-matrix metadata; `marker` paints the top-left corner white, to check orientation.
+    `sample_aspect_ratio` stores non-square pixels; `faststart` puts an MP4's index before its data
+    (as web videos do), so a truncated copy still opens.
     """
     height, width = size
     video_codec, audio_codec = CODECS[path.suffix]
     if frame_times is None:
         frame_times = [index / fps for index in range(round(seconds * fps))]
     time_base = Fraction(1, 1000)
-    with av.open(str(path), "w") as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
         video_stream = audio_stream = None
         if with_video:
             video_stream = container.add_stream(video_codec, rate=fps)
@@ -89,6 +95,8 @@ def write_video(
                 video_stream.options = {"crf": "0"}
             if rotation:
                 video_stream.set_display_rotation(rotation)
+            if sample_aspect_ratio:
+                video_stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
         if with_audio:
             layout = {1: "mono", 2: "stereo"}[channels]
             audio_stream = container.add_stream(audio_codec, rate=audio_rate, layout=layout)

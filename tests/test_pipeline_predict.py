@@ -285,7 +285,13 @@ def test_gif_and_mp4_with_audio(tmp_path):
 
 @pytest.mark.parametrize(
     ("suffix", "rate", "channels", "codec"),
-    [(".mp4", 22050, 1, "aac"), (".webm", 48000, 2, "opus"), (".mov", 44100, 2, "aac")],
+    [
+        (".mp4", 22050, 1, "aac"),
+        (".webm", 48000, 2, "opus"),
+        (".mov", 44100, 2, "aac"),
+        (".avi", 48000, 1, "aac"),
+        (".avi", 16000, 2, "aac"),
+    ],
 )
 def test_predict_keeps_the_videos_own_audio(tmp_path, suffix, rate, channels, codec):
     save_tiny_pcmanet(tmp_path / "model")
@@ -296,7 +302,8 @@ def test_predict_keeps_the_videos_own_audio(tmp_path, suffix, rate, channels, co
     assert cli_main(["predict", str(tmp_path / "model"), str(video), "--out", str(out)]) == 0
     with av.open(str(out / "overlay.mp4")) as container:
         audio = container.streams.audio[0]
-        # AAC and Opus are copied as they are; PCM (mov) does not fit MP4 and is re-encoded at its rate.
+        # AAC and Opus are copied as they are; PCM (mov, avi) does not fit MP4 and is re-encoded at its
+        # rate and channels, also where AVI leaves the channel order unnamed.
         assert audio.codec_context.name == codec
         assert (audio.codec_context.sample_rate, audio.codec_context.channels) == (rate, channels)
         assert float(audio.duration * audio.time_base) == pytest.approx(3.0, abs=0.05)

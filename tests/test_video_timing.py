@@ -2,7 +2,10 @@
 seconds, rotation, frame rates, sample rates, channels and containers, and the errors of bad files."""
 
 import logging
+import re
+from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -103,6 +106,24 @@ def test_rotation_metadata_is_applied(tmp_path):
     assert inputs["original_sizes"][0, 0].tolist() == [64, 48]
 
 
+def test_non_square_pixels_are_shown_square(tmp_path):
+    # Stored 48 x 64 with pixels 3/2 as wide as high (anamorphic DV, broadcast): a player shows 48 x 96.
+    video = write_video(
+        tmp_path / "anamorphic.mp4", seconds=2, size=(48, 64), sample_aspect_ratio=Fraction(3, 2), marker=True
+    )
+    frame = read_video(video).frames[0]
+    assert frame.shape == (48, 96, 3)
+    assert frame[:10, :22].mean() > 200 and frame[:10, 26:40].mean() < 150  # the marker, stretched too
+    assert make_processor()(video)["original_sizes"][0, 0].tolist() == [48, 96]
+
+
+def test_non_square_pixels_are_stretched_before_rotation(tmp_path):
+    video = write_video(
+        tmp_path / "both.mp4", seconds=2, size=(48, 64), sample_aspect_ratio=Fraction(3, 2), rotation=90
+    )
+    assert read_video(video).frames[0].shape == (96, 48, 3)
+
+
 @pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (44100, 1), (48000, 2)])
 def test_sample_rates_and_stereo_pair_by_time(tmp_path, rate, channels):
     video = write_video(
@@ -113,7 +134,7 @@ def test_sample_rates_and_stereo_pair_by_time(tmp_path, rate, channels):
     assert loudest_seconds(make_processor(num_frames=4)(video)) == [2]
 
 
-@pytest.mark.parametrize("suffix", [".webm", ".mkv", ".mov"])
+@pytest.mark.parametrize("suffix", [".webm", ".mkv", ".mov", ".avi"])
 def test_other_containers(tmp_path, suffix):
     rate = 48000 if suffix == ".webm" else 22050  # Opus runs at 48 kHz
     video = write_video(tmp_path / f"clip{suffix}", seconds=4, audio_rate=rate, audio=beeps(4, rate, (1,)))
@@ -163,6 +184,71 @@ def test_frames_folder_and_wav_follow_the_same_rule(tmp_path):
 def test_bad_video_files(tmp_path, make, match):
     with pytest.raises((ValueError, OSError), match=match):
         make_processor()(make(tmp_path))
+
+
+def test_truncated_web_video_warns_and_keeps_what_decodes(tmp_path, caplog):
+    # Web videos keep their index first ("faststart"): a download cut short still opens and decodes
+    # up to where its data stops. Cut after the last packet before 3 s.
+    video = write_video(tmp_path / "full.mp4", seconds=6, fps=4, faststart=True)
+    with av.open(str(video)) as container:
+        packets = sorted(
+            (packet.pos, float(packet.pts * packet.time_base))
+            for packet in container.demux()
+            if packet.pts is not None
+        )
+    cut = next(position for position, time in packets if time > 3.0)
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(video.read_bytes()[:cut])
+    with caplog.at_level(logging.WARNING):
+        clip = read_video(truncated)
+    assert len(clip.frames) == 3
+    assert re.search(
+        r"cut\.mp4 stops after 3\.\d\d s though its header says 6\.00 s: the file may be truncated",
+        caplog.text,
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        read_video(video)
+    assert "truncated" not in caplog.text
+
+
+def test_damaged_packet_is_an_error_saying_how_far_it_got(tmp_path):
+    video = write_video(tmp_path / "full.mp4", seconds=6, fps=4, faststart=True)
+    with av.open(str(video)) as container:
+        packet = next(
+            packet
+            for packet in container.demux(audio=0)
+            if packet.pts is not None and packet.pts * packet.time_base > 3.0
+        )
+        cut = packet.pos + packet.size // 2  # the file ends inside this AAC packet
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(video.read_bytes()[:cut])
+    with pytest.raises(
+        ValueError, match=r"cannot decode .*damaged\.mp4 after [23]\.\d\d s of video: .*truncated"
+    ):
+        read_video(damaged)
+
+
+def test_several_audio_tracks_use_the_first_and_say_so(tmp_path, caplog):
+    first = write_video(tmp_path / "a.mp4", seconds=3, audio=beeps(3, 22050, (0,)))
+    second = write_video(tmp_path / "b.mp4", seconds=3, audio=beeps(3, 22050, (2,)))
+    both = tmp_path / "two_tracks.mp4"
+    with av.open(str(first)) as a, av.open(str(second)) as b, av.open(str(both), "w") as out:
+        streams = {
+            (name, stream.index): out.add_stream_from_template(stream)
+            for name, source in (("a", a), ("b", b))
+            for stream in source.streams
+            if name == "a" or stream.type == "audio"
+        }
+        for name, source in (("a", a), ("b", b)):
+            for packet in source.demux():
+                if packet.dts is not None and (name, packet.stream.index) in streams:
+                    packet.stream = streams[name, packet.stream.index]
+                    out.mux(packet)
+    with caplog.at_level(logging.WARNING):
+        inputs = make_processor(num_frames=3)(both)
+    assert "two_tracks.mp4 has 2 audio tracks; using the first (track 0)" in caplog.text
+    assert loudest_seconds(inputs) == [0]
 
 
 def test_truncated_video(tmp_path):

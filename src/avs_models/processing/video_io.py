@@ -11,7 +11,8 @@ Timing rule (the same for video files, frame folders and arrays; see docs/segmen
 - A second is segmented when the video covers at least half of it: a clip of `D` seconds gives
   `floor(D + 0.5)` seconds (7.4 s -> 7, 7.6 s -> 8, 0.5 s -> 1); a last partial second keeps the
   last frame and is padded with silence where its audio ends.
-- Frames are turned upright as a player shows them (display-matrix rotation).
+- Frames are shown as a player shows them: non-square pixels stretched to square ones (the sample
+  aspect ratio), then turned upright (display-matrix rotation).
 
 Frames and audio given without timestamps (a frame folder and a wav, or arrays) start together
 at 0 and frame `k` is second `k`.
@@ -25,6 +26,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -98,8 +100,13 @@ def _seconds_in(duration: float) -> int:
     return math.floor(duration + 0.5 + _TIME_EPSILON)
 
 
-def _upright_rgb(frame: av.VideoFrame) -> np.ndarray:
-    image = frame.to_ndarray(format="rgb24")
+def _displayed_rgb(frame: av.VideoFrame, sample_aspect_ratio: Fraction | None) -> np.ndarray:
+    """The frame as a player shows it: square pixels (the width scaled by the sample aspect ratio,
+    as players do), then upright."""
+    width = frame.width
+    if sample_aspect_ratio and sample_aspect_ratio != 1:
+        width = max(1, round(frame.width * sample_aspect_ratio))
+    image = frame.reformat(width=width, height=frame.height, format="rgb24").to_ndarray()
     # `rotation` is the counter-clockwise angle a player turns the picture by (display matrix).
     quarter_turns = round((frame.rotation or 0) / 90) % 4
     return np.ascontiguousarray(np.rot90(image, k=quarter_turns)) if quarter_turns else image
@@ -155,6 +162,7 @@ class _SecondSampler:
     """Chooses, for each second, the frame on screen just before `v0 + k + frame_time`."""
 
     frame_time: float
+    sample_aspect_ratio: Fraction | None = None
     first_time: float | None = None
     shown: av.VideoFrame | None = None
     shown_time: float = 0.0
@@ -178,7 +186,9 @@ class _SecondSampler:
         self.end_time = max(self.end_time, time + (duration or self.last_interval))
 
     def _choose(self) -> None:
-        self.chosen.append((self.next_second, _upright_rgb(self.shown), self.shown_time))
+        self.chosen.append(
+            (self.next_second, _displayed_rgb(self.shown, self.sample_aspect_ratio), self.shown_time)
+        )
         self.next_second += 1
 
     def confirmed_seconds(self) -> int:
@@ -229,8 +239,12 @@ class VideoReader:
                     f"{self.path} has no audio track: the models segment what makes the sound, so they need "
                     "the video's audio (add it, or pass frames with a separate sound file)"
                 )
-            video_stream = container.streams.video[0]
-            self.width, self.height = video_stream.codec_context.width, video_stream.codec_context.height
+            if len(container.streams.audio) > 1:
+                logger.warning(
+                    "%s has %d audio tracks; using the first (track 0)",
+                    self.path,
+                    len(container.streams.audio),
+                )
             duration = container.duration / av.time_base if container.duration else None
         #: Estimated length from the container header (s), for progress bars; `None` if unknown.
         self.estimated_duration = duration
@@ -242,11 +256,11 @@ class VideoReader:
     def windows(self, seconds_per_window: int) -> Iterator[DecodedClip]:
         """Decode the file once; yield `DecodedClip`s of `seconds_per_window` consecutive seconds (the
         last may be shorter), each with exactly its seconds' audio."""
-        sampler = _SecondSampler(self.frame_time)
         audio = _AudioBuffer()
         emitted, covered = 0, 0.0
         with _open(self.path) as container:
             video_stream, audio_stream = container.streams.video[0], container.streams.audio[0]
+            sampler = _SecondSampler(self.frame_time, video_stream.sample_aspect_ratio)
             video_stream.thread_type = "AUTO"
             origin = container.start_time / av.time_base if container.start_time is not None else 0.0
             try:
@@ -264,8 +278,10 @@ class VideoReader:
                         emitted += seconds_per_window
                         yield window
             except av.error.FFmpegError as error:
+                reached = sampler.end_time - sampler.first_time if sampler.first_time is not None else 0.0
                 raise ValueError(
-                    f"cannot decode {self.path}: {_ffmpeg_reason(error)}; the file may be truncated or corrupt"
+                    f"cannot decode {self.path} after {reached:.2f} s of video: {_ffmpeg_reason(error)}; "
+                    "the file may be truncated or corrupt"
                 ) from error
         audio.finished = True
         total = sampler.finish()
@@ -278,6 +294,7 @@ class VideoReader:
         if audio.rate is None:
             raise ValueError(f"{self.path} has an audio track without any decodable sound")
         video_duration = sampler.end_time - sampler.first_time
+        self._warn_if_cut_short(sampler, audio)
         while emitted < total:
             window = self._window(
                 sampler, audio, emitted, min(seconds_per_window, total - emitted), video_duration
@@ -292,6 +309,22 @@ class VideoReader:
                 self.path,
                 covered,
                 expected,
+            )
+
+    def _warn_if_cut_short(self, sampler: _SecondSampler, audio: _AudioBuffer) -> None:
+        # A truncated file decodes without an error up to where its data stops: both streams end
+        # well before the length the container's header gives.
+        if self.estimated_duration is None:
+            return
+        decoded_end = max(sampler.end_time, audio.start_time + audio.num_samples / audio.rate)
+        if decoded_end < self.estimated_duration - 1.0:
+            logger.warning(
+                "%s stops after %.2f s though its header says %.2f s: the file may be truncated; "
+                "the %.2f s that decode were segmented",
+                self.path,
+                decoded_end,
+                self.estimated_duration,
+                sampler.end_time - sampler.first_time,
             )
 
     def _window_ready(self, sampler: _SecondSampler, audio: _AudioBuffer, first: int, count: int) -> bool:

@@ -293,10 +293,18 @@ def _copied_audio(output, video: str | Path, start_time: float) -> _AudioPackets
         out_stream = output.add_stream_from_template(in_stream)
         packets = _remuxed(source, in_stream, out_stream, origin + start_time)
     else:
-        rate, layout = in_stream.codec_context.sample_rate, in_stream.codec_context.layout.name
-        out_stream = output.add_stream("aac", rate=rate, layout=layout)
+        rate, layout = in_stream.codec_context.sample_rate, in_stream.codec_context.layout
+        out_stream = output.add_stream("aac", rate=rate, layout=_named_layout(layout))
         packets = _reencoded(source, in_stream, out_stream, origin + start_time)
     return _AudioPackets(output, packets, on_close=source.close)
+
+
+def _named_layout(layout: av.AudioLayout) -> str:
+    """A layout AAC can encode. Files such as AVI with PCM sound often leave the channel order
+    unnamed ("1 channels"), which AAC refuses: those become mono, or stereo (down-mixed) beyond one."""
+    if not layout.name.endswith("channels"):
+        return layout.name
+    return "mono" if len(layout.channels) == 1 else "stereo"
 
 
 def _remuxed(source, in_stream, out_stream, start_time: float):
