@@ -11,7 +11,12 @@ from transformers import AutoProcessor
 
 import avs_models  # noqa: F401  (registers the Auto classes)
 from avs_models.models.vggish import VGGishFeatureExtractor
-from avs_models.processing import AudioVisualImageProcessor, AudioVisualProcessor, read_video
+from avs_models.processing import (
+    AudioVisualImageProcessor,
+    AudioVisualProcessor,
+    read_frame_folder,
+    read_video,
+)
 
 SILENCE = math.log(0.01)
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -98,6 +103,30 @@ def test_frame_folder_with_wav_and_arrays_agree(tmp_path):
         sampling_rate=16000,
     )
     torch.testing.assert_close(as_tensors["pixel_values"], as_arrays["pixel_values"])
+
+
+def test_frame_folder_follows_exif_orientation(tmp_path):
+    # Phone cameras store a portrait photo landscape with an EXIF orientation: 6 = turn 90 degrees clockwise.
+    frames_dir, wav = write_frames_and_wav(tmp_path, seconds=2, size=(30, 40))
+    for path in frames_dir.iterdir():
+        image = np.array(Image.open(path))
+        image[:8, :8] = 255  # a white top-left corner, to check the turn
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(image).save(path.with_suffix(".jpg"), exif=exif, quality=95)
+        path.unlink()
+    frames = read_frame_folder(frames_dir)
+    assert frames[0].shape == (40, 30, 3)
+    assert frames[0][:8, -8:].mean() > 200 and frames[0][:8, :8].mean() < 150  # the corner went top-right
+    inputs = make_processor(num_frames=2)(frames_dir=frames_dir, audio_path=wav)
+    assert inputs["original_sizes"][0, 0].tolist() == [40, 30]
+
+
+def test_frame_folder_of_mixed_sizes_is_an_error(tmp_path):
+    frames_dir, wav = write_frames_and_wav(tmp_path, seconds=3, size=(30, 40))
+    Image.new("RGB", (20, 10)).save(frames_dir / "3.png")
+    with pytest.raises(ValueError, match=r"frames/3\.png is 20x10 but 1\.png is 40x30: .* one size"):
+        make_processor()(frames_dir=frames_dir, audio_path=wav)
 
 
 def test_silent_audio_is_valid():

@@ -32,7 +32,7 @@ from pathlib import Path
 import av
 import numpy as np
 import soundfile
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..models.resampling import resampled_span
 
@@ -389,7 +389,13 @@ def _natural_key(path: Path) -> list:
 
 
 def read_frame_folder(folder: str | Path) -> list[np.ndarray]:
-    """RGB frames of a folder of images, in natural file-name order (`2.png` before `10.png`)."""
+    """RGB frames of a folder of images, in natural file-name order (`2.png` before `10.png`), turned
+    as an image viewer shows them (EXIF orientation, as phone cameras write it).
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: it holds no images, an image cannot be read, or the frames differ in size.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"frame folder not found: {folder} (check the path)")
@@ -400,9 +406,15 @@ def read_frame_folder(folder: str | Path) -> list[np.ndarray]:
     for path in paths:
         try:
             with Image.open(path) as image:
-                frames.append(np.asarray(image.convert("RGB")))
+                frames.append(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
         except OSError as error:
             raise ValueError(f"cannot read image {path}: {error}") from error
+        if frames[-1].shape != frames[0].shape:
+            (height, width), (first_height, first_width) = frames[-1].shape[:2], frames[0].shape[:2]
+            raise ValueError(
+                f"{path} is {width}x{height} but {paths[0].name} is {first_width}x{first_height}: "
+                "the frames of one video must all have one size"
+            )
     return frames
 
 
