@@ -14,6 +14,7 @@ from avs_models.models.vggish import VGGishFeatureExtractor
 from avs_models.processing import (
     AudioVisualImageProcessor,
     AudioVisualProcessor,
+    read_audio_file,
     read_frame_folder,
     read_video,
 )
@@ -120,6 +121,24 @@ def test_frame_folder_follows_exif_orientation(tmp_path):
     assert frames[0][:8, -8:].mean() > 200 and frames[0][:8, :8].mean() < 150  # the corner went top-right
     inputs = make_processor(num_frames=2)(frames_dir=frames_dir, audio_path=wav)
     assert inputs["original_sizes"][0, 0].tolist() == [40, 30]
+
+
+def test_sound_files_beyond_libsndfile_are_read_by_ffmpeg(tmp_path):
+    # A phone's voice memo (AAC in an .m4a) with a folder of frames, as a wav would be.
+    frames_dir, wav = write_frames_and_wav(tmp_path, seconds=3, rate=22050)
+    memo = write_video(tmp_path / "memo.mp4", seconds=3, audio_rate=22050, with_video=False)
+    memo = memo.rename(tmp_path / "memo.m4a")
+    waveform, rate = read_audio_file(memo)
+    # AAC's padding past the end is cut: the stream's own length.
+    assert rate == 22050 and waveform.shape == (3 * 22050,)
+    expected, _ = read_audio_file(wav)
+    assert np.abs(waveform[2048:-2048] - expected[2048:-2048]).max() < 0.02  # lossy, but the same tone
+    processor = make_processor(num_frames=3)
+    from_memo = processor(frames_dir=frames_dir, audio_path=memo)
+    from_wav = processor(frames_dir=frames_dir, audio_path=wav)
+    # The tone's band agrees; AAC's quantisation noise only moves the near-silent bands.
+    loudest = [inputs["input_features"].flatten(2).amax(dim=-1) for inputs in (from_memo, from_wav)]
+    torch.testing.assert_close(*loudest, atol=0.05, rtol=0)
 
 
 def test_frame_folder_of_mixed_sizes_is_an_error(tmp_path):

@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
         help="a video file with an audio track, or a folder of frames (with --audio)",
     )
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder (created if missing)")
-    parser.add_argument("--audio", metavar="FILE", help="sound file (wav, flac) going with a frames folder")
+    parser.add_argument("--audio", metavar="FILE", help="sound file (wav, flac, mp3, m4a, ...) going with a frames folder")
     parser.add_argument(
         "--clip",
         type=non_negative_int,

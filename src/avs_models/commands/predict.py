@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--audio",
         metavar="FILE",
-        help="sound file (wav, flac) going with a frames folder; videos use their own",
+        help="sound file (wav, flac, mp3, m4a, ...) going with a frames folder; videos use their own",
     )
     parser.add_argument(
         "--threshold",

@@ -112,6 +112,20 @@ def _displayed_rgb(frame: av.VideoFrame, sample_aspect_ratio: Fraction | None) -
     return np.ascontiguousarray(np.rot90(image, k=quarter_turns)) if quarter_turns else image
 
 
+def _float_samples(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded audio frame as float32 `[channels, samples]` in [-1, 1], whatever its sample format."""
+    samples = frame.to_ndarray()
+    if samples.ndim == 1:
+        samples = samples[None]
+    if not frame.format.is_planar:  # packed: [1, samples * channels]
+        samples = samples.reshape(-1, len(frame.layout.channels)).T
+    if np.issubdtype(samples.dtype, np.integer):
+        half_range = float(2 ** (8 * samples.dtype.itemsize - 1))
+        offset = half_range if np.issubdtype(samples.dtype, np.unsignedinteger) else 0.0
+        samples = (samples.astype(np.float32) - offset) / half_range
+    return samples.astype(np.float32)
+
+
 class _AudioBuffer:
     """Mono samples of the audio stream at its own rate, kept only from `discard_before` on."""
 
@@ -127,16 +141,7 @@ class _AudioBuffer:
         if self.rate is None:
             self.rate = frame.sample_rate
             self.start_time = (float(frame.time) if frame.time is not None else 0.0) - origin
-        samples = frame.to_ndarray()
-        if samples.ndim == 1:
-            samples = samples[None]
-        if not frame.format.is_planar:  # packed: [1, samples * channels]
-            samples = samples.reshape(-1, len(frame.layout.channels)).T
-        if np.issubdtype(samples.dtype, np.integer):
-            half_range = float(2 ** (8 * samples.dtype.itemsize - 1))
-            offset = half_range if np.issubdtype(samples.dtype, np.unsignedinteger) else 0.0
-            samples = (samples.astype(np.float32) - offset) / half_range
-        mono = samples.astype(np.float32).mean(axis=0)
+        mono = _float_samples(frame).mean(axis=0)
         self.chunks.append(mono)
         self.num_samples += len(mono)
 
@@ -419,16 +424,40 @@ def read_frame_folder(folder: str | Path) -> list[np.ndarray]:
 
 
 def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
-    """A sound file (wav, flac, ...) as a float32 waveform (`[samples]` or `[samples, channels]`) and its rate."""
+    """A sound file as a float32 waveform (`[samples]` or `[samples, channels]`) and its rate.
+
+    wav, flac, ogg and mp3 are read by libsndfile; other formats (m4a/AAC voice memos, opus, the
+    sound of a video file) by FFmpeg, whose first audio stream is used.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path} (check the path)")
     try:
         waveform, sampling_rate = soundfile.read(str(path), dtype="float32")
     except (RuntimeError, soundfile.LibsndfileError) as error:
-        reason = str(error).rstrip(".")
-        raise ValueError(f"cannot read audio file {path}: {reason}; pass a wav or flac file") from error
+        try:
+            return _read_audio_with_ffmpeg(path)
+        except (av.error.FFmpegError, ValueError):
+            reason = str(error).rstrip(".")
+            raise ValueError(
+                f"cannot read audio file {path}: {reason}; pass a sound file (wav, flac, mp3, ogg, m4a, ...)"
+            ) from error
     return waveform, int(sampling_rate)
+
+
+def _read_audio_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise ValueError(f"{path} has no audio stream")
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        chunks = [_float_samples(frame) for frame in container.decode(stream)]
+        # An encoder's last frame runs past the end (AAC pads to 1024 samples): keep the stream's length.
+        length = round(stream.duration * stream.time_base * rate) if stream.duration else None
+    if not chunks:
+        raise ValueError(f"{path} holds no decodable sound")
+    waveform = np.concatenate(chunks, axis=1)[:, :length].T  # [samples, channels]
+    return (waveform[:, 0] if waveform.shape[1] == 1 else waveform), rate
 
 
 __all__ = ["DecodedClip", "VideoReader", "read_audio_file", "read_frame_folder", "read_video"]
