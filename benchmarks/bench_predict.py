@@ -180,6 +180,7 @@ def breakdown(model_dir: Path, video: Path, out_dir: Path, batch_size: int, runs
             str(out_dir / "predict"),
             "--batch-size",
             str(batch_size),
+            "--overwrite",
         ]
         assert cli_main(argv) == 0
 
@@ -212,7 +213,7 @@ def peak_memory_mib(model_dir: Path, video: Path, out_dir: Path, batch_size: int
         "import resource, sys\n"
         "from avs_models.cli import main\n"
         f"assert main(['predict', {str(model_dir)!r}, {str(video)!r}, '--out', {str(out_dir)!r}, "
-        f"'--batch-size', '{batch_size}']) == 0\n"
+        f"'--batch-size', '{batch_size}', '--overwrite']) == 0\n"
         "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

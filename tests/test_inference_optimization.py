@@ -306,8 +306,9 @@ def test_predict_command_runs_in_bf16_and_checks_the_options(video, tmp_path, ca
     assert "--calibration calibrates int8 models" in capsys.readouterr().err
     assert cli_main([*argv, "--compile-mode", "max-autotune"]) == 2
     assert "--compile-mode goes with --compile" in capsys.readouterr().err
-    assert cli_main([*argv, "--precision", "fp16"]) == 2
+    assert cli_main([*argv, "--precision", "fp16", "--overwrite"]) == 2
     assert "GPU only" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["precision"] == "bf16"  # a failed run keeps it
 
 
 def test_evaluate_in_bf16_records_the_precision_and_leaves_the_card(tmp_path, capsys):

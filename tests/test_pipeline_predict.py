@@ -327,6 +327,30 @@ def test_predict_command_writes_masks_overlays_and_summary(video, tmp_path):
         assert sum(1 for _ in container.decode(video=0)) == 3
 
 
+def test_predict_never_mixes_with_an_earlier_prediction(tmp_path, capsys):
+    save_tiny_pcmanet(tmp_path / "model")
+    long_video = write_video(tmp_path / "long.mp4", seconds=4, fps=2, size=(36, 44))
+    short_video = write_video(tmp_path / "short.mp4", seconds=2, fps=2, size=(36, 44))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    assert cli_main(["predict", str(tmp_path / "model"), str(long_video), "--out", str(out)]) == 0
+    assert len(list((out / "masks").iterdir())) == 4
+    capsys.readouterr()
+    assert cli_main(["predict", str(tmp_path / "model"), str(short_video), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "already holds a prediction (masks, overlays, overlay.gif, overlay.mp4, summary.json)" in error
+    assert "--overwrite" in error and len(list((out / "masks").iterdir())) == 4
+    assert (
+        cli_main(["predict", str(tmp_path / "model"), str(short_video), "--out", str(out), "--overwrite"])
+        == 0
+    )
+    assert sorted(path.name for path in (out / "masks").iterdir()) == ["mask_0000.png", "mask_0001.png"]
+    assert len(list((out / "overlays").iterdir())) == 2
+    assert json.loads((out / "summary.json").read_text())["num_frames"] == 2
+    assert (out / "notes.txt").read_text() == "the user's own file"
+
+
 def test_predict_rotated_video_and_side_by_side(tmp_path):
     save_tiny_pcmanet(tmp_path / "model")
     video = write_video(tmp_path / "phone.mp4", seconds=2, size=(36, 44), rotation=90, marker=True)

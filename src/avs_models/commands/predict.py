@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +14,8 @@ from avs_models.commands.inference_options import add_inference_options, inferen
 
 # Seconds whose files may wait to be written while the next clips run through the model.
 _MAX_PENDING_WRITES = 16
+# What a prediction writes into OUT_DIR; an earlier prediction's are replaced only with --overwrite.
+PREDICTION_OUTPUTS = ("masks", "overlays", "overlay.gif", "overlay.mp4", "summary.json")
 
 
 def add_parser(subparsers) -> None:
@@ -56,6 +59,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--side-by-side", action="store_true", help="overlays show the frame and its overlay side by side"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier prediction in OUT_DIR (else an OUT_DIR holding one is an error)",
+    )
     add_inference_options(parser)
     parser.set_defaults(func=run)
 
@@ -87,6 +95,26 @@ def _check_inputs(model_dir: Path, source: Path, audio: Path | None) -> None:
         )
 
 
+def _earlier_prediction(out_dir: Path, overwrite: bool) -> list[Path]:
+    """The outputs of an earlier prediction in `out_dir`, to remove before writing: mixing its masks
+    with this one's (a 6 s video's mask_0005.png beside a 4 s video's masks) would misreport."""
+    earlier = [out_dir / name for name in PREDICTION_OUTPUTS if (out_dir / name).exists()]
+    if earlier and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds a prediction ({', '.join(path.name for path in earlier)}): "
+            "pass --overwrite to replace it, or choose another --out"
+        )
+    return earlier
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
@@ -111,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     audio_path = Path(args.audio) if args.audio else None
     _check_inputs(model_dir, source, audio_path)
     speed = inference_options(args)
+    earlier = _earlier_prediction(out_dir, args.overwrite)
     segmenter = pipeline(PIPELINE_TASK, model=str(model_dir), **speed)
     config = segmenter.model.config
     semantic = is_semantic_segmentation(config)
@@ -147,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=1) as writer:  # writes while the model runs on later clips
         for index, second in enumerate(seconds):
-            if index == 0:
+            if index == 0:  # the input decodes: replace an earlier prediction
+                _remove(earlier)
                 masks_dir.mkdir(parents=True, exist_ok=True)
                 overlays_dir.mkdir(parents=True, exist_ok=True)
                 audio = audio or AudioSource(video=source, start_time=second["start"])
