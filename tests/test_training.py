@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +112,21 @@ def test_overrides_and_config_errors(tmp_path):
         load_training_config("pcmanet_s4", ["subset=s5"])
     with pytest.raises(ValueError, match="batch_size"):
         load_training_config("pcmanet_s4", ["batch_size=0"])
+    # Values of the wrong type name their key instead of failing inside int() or being rounded.
+    for override, message in [
+        ("batch_size=two", "batch_size must be a positive integer, got 'two'"),
+        ("batch_size=2.5", "batch_size must be a positive integer, got 2.5"),
+        ("num_epochs=true", "num_epochs must be a positive integer, got True"),
+        (
+            "checkpoint_steps=often",
+            "checkpoint_steps must be 0 (only each epoch) or a positive integer, got 'often'",
+        ),
+        ("seed=-1", "seed must be an integer of 0 or more, got -1"),
+        ("optimizer.learning_rate=fast", "optimizer.learning_rate must be a positive number, got 'fast'"),
+        ("optimizer.learning_rate=0", "optimizer.learning_rate must be a positive number, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_training_config("pcmanet_s4", [override])
     with pytest.raises(ValueError, match="optimizer.name"):
         load_training_config("pcmanet_s4", ["optimizer.name=lamb"])
     # YAML reads a bare `no` as false: it still means no mixed precision.
@@ -420,11 +436,17 @@ def test_drop_path_rate_sets_the_backbone_stochastic_depth(tmp_path):
         load_training_config("c3n_s4", ["drop_path_rate=1.5"])
 
 
-@pytest.mark.parametrize("preset, epochs", [("avsegformer_s4", 5), ("avsegformer_ms3", 10), ("avsegformer_avss", 0)])
+@pytest.mark.parametrize(
+    "preset, epochs", [("avsegformer_s4", 5), ("avsegformer_ms3", 10), ("avsegformer_avss", 0)]
+)
 def test_avsegformer_presets_freeze_the_backbone_as_the_official_runs(preset, epochs):
     # config/{s4,ms3,avss}/AVSegFormer_*.py: process.freeze_epochs
     assert load_training_config(preset).freeze_backbone_epochs == epochs
-    assert all(load_training_config(name).freeze_backbone_epochs == 0 for name in PRESETS if "avsegformer" not in name)
+    assert all(
+        load_training_config(name).freeze_backbone_epochs == 0
+        for name in PRESETS
+        if "avsegformer" not in name
+    )
 
 
 def test_frozen_backbone_epochs_leave_the_backbone_untouched_then_train_it(tmp_path, data_dir):
@@ -439,7 +461,9 @@ def test_frozen_backbone_epochs_leave_the_backbone_untouched_then_train_it(tmp_p
     after_first, after_second = (
         load_file(output / CHECKPOINTS / f"epoch-{epoch}" / "model.safetensors") for epoch in (1, 2)
     )
-    backbone = [name for name in initial if name.startswith("backbone.") and initial[name].is_floating_point()]
+    backbone = [
+        name for name in initial if name.startswith("backbone.") and initial[name].is_floating_point()
+    ]
     # BatchNorm running statistics still follow the data (train mode), as in the official run.
     weights = [name for name in backbone if not name.endswith(("running_mean", "running_var"))]
     assert weights and all(torch.equal(after_first[name], initial[name]) for name in weights)
@@ -462,7 +486,11 @@ def test_freeze_backbone_epochs_errors(tmp_path):
 
 def test_the_terms_of_a_combined_loss_are_logged_with_it(tmp_path, data_dir):
     config = load_training_config(
-        str(write_tiny_config(tmp_path, model=TINY_AVSEGFORMER, num_epochs=1, batch_size=2, validation_split=None)),
+        str(
+            write_tiny_config(
+                tmp_path, model=TINY_AVSEGFORMER, num_epochs=1, batch_size=2, validation_split=None
+            )
+        ),
         [f"data_dir={data_dir}", f"output_dir={tmp_path / 'out'}", "model.config.mix_loss_weight=0.1"],
     )
     state = Trainer(config).train()

@@ -65,11 +65,13 @@ class TrainingConfig:
         if self.subset not in SUBSETS:
             raise ValueError(f"subset must be one of {SUBSETS}, got {self.subset!r}")
         for name in ("batch_size", "eval_batch_size", "num_epochs", "image_size", "logging_steps"):
-            if int(getattr(self, name)) < 1:
+            if not _is_count(getattr(self, name), minimum=1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.checkpoint_steps < 0:
+        if not _is_count(self.seed, minimum=0):
+            raise ValueError(f"seed must be an integer of 0 or more, got {self.seed!r}")
+        if not _is_count(self.checkpoint_steps, minimum=0):
             raise ValueError(
-                f"checkpoint_steps must be 0 (only each epoch) or positive, got {self.checkpoint_steps}"
+                f"checkpoint_steps must be 0 (only each epoch) or a positive integer, got {self.checkpoint_steps!r}"
             )
         if self.save_total_limit is not None and not _is_count(self.save_total_limit, minimum=1):
             raise ValueError(
@@ -90,8 +92,15 @@ class TrainingConfig:
             isinstance(self.drop_path_rate, (int, float)) and 0 <= self.drop_path_rate < 1
         ):
             raise ValueError(f"drop_path_rate must be in [0, 1) or null, got {self.drop_path_rate!r}")
-        if self.optimizer.get("name", "adam").lower() not in ("adam", "adamw", "sgd"):
+        if str(self.optimizer.get("name", "adam")).lower() not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer.name must be adam, adamw or sgd, got {self.optimizer.get('name')!r}")
+        learning_rate = self.optimizer.get("learning_rate", 1e-4)
+        if (
+            isinstance(learning_rate, bool)
+            or not isinstance(learning_rate, (int, float))
+            or learning_rate <= 0
+        ):
+            raise ValueError(f"optimizer.learning_rate must be a positive number, got {learning_rate!r}")
         if self.mixed_precision is False:  # YAML reads an unquoted `no` as false
             self.mixed_precision = "no"
         if self.mixed_precision not in MIXED_PRECISIONS:
