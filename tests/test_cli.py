@@ -48,6 +48,11 @@ def assert_one_line_error(code: int, err: str, command: str, *fragments: str) ->
             ["sound.mp4 has no video stream"],
         ),
         (lambda d: write_frames_and_wav(d, seconds=2)[0], ["is a folder of frames", "--audio FILE"]),
+        (
+            lambda d: write_video((d / "videos").mkdir() or d / "videos" / "a.mp4", seconds=2).parent,
+            ["videos holds no images", "it holds a.mp4", "pass a folder of frames, or one video file"],
+        ),
+        (lambda d: (d / "empty").mkdir() or d / "empty", ["empty holds no images", "it is empty"]),
     ],
 )
 def test_predict_input_errors_are_one_line(tmp_path, capsys, model_dir, make_input, fragments):
@@ -55,6 +60,13 @@ def test_predict_input_errors_are_one_line(tmp_path, capsys, model_dir, make_inp
     code, err = run_cli(capsys, "predict", model_dir, source, "--out", tmp_path / "out")
     assert_one_line_error(code, err, "predict", *fragments)
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_predict_out_must_be_a_folder(tmp_path, capsys, model_dir):
+    video = write_video(tmp_path / "clip.mp4", seconds=2)
+    (tmp_path / "out.txt").write_text("a file")
+    code, err = run_cli(capsys, "predict", model_dir, video, "--out", tmp_path / "out.txt")
+    assert_one_line_error(code, err, "predict", "--out", "out.txt is a file: pass a folder")
 
 
 def test_truncated_video_is_one_line(tmp_path, capsys, model_dir):

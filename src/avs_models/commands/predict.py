@@ -78,9 +78,14 @@ def check_model_dir(model_dir: Path) -> None:
         raise FileNotFoundError(f"{model_dir} has no config.json: pass a folder written by save_pretrained")
 
 
-def _check_inputs(model_dir: Path, source: Path, audio: Path | None) -> None:
+def _check_inputs(model_dir: Path, source: Path, audio: Path | None, out_dir: Path) -> None:
+    from avs_models.processing.video_io import frame_paths
+
     check_model_dir(model_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file: pass a folder (created if missing)")
     if source.is_dir():
+        frame_paths(source)  # a folder of videos, or an empty one, is answered here
         if audio is None:
             raise ValueError(
                 f"{source} is a folder of frames: pass its sound with --audio FILE (videos carry their own)"
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     model_dir, source, out_dir = Path(args.model_dir), Path(args.input), Path(args.out)
     audio_path = Path(args.audio) if args.audio else None
-    _check_inputs(model_dir, source, audio_path)
+    _check_inputs(model_dir, source, audio_path, out_dir)
     speed = inference_options(args)
     earlier = _earlier_prediction(out_dir, args.overwrite)
     segmenter = pipeline(PIPELINE_TASK, model=str(model_dir), **speed)

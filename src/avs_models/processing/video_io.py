@@ -393,6 +393,33 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
+def frame_paths(folder: str | Path) -> list[Path]:
+    """The images of a frames folder, in natural file-name order (`2.png` before `10.png`).
+
+    Raises:
+        FileNotFoundError: no such folder.
+        ValueError: it holds no images (the message names what it holds instead, e.g. videos).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"frame folder not found: {folder} (check the path)")
+    paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    if not paths:
+        others = sorted(
+            (p.name for p in folder.iterdir() if p.is_file()), key=lambda name: _natural_key(Path(name))
+        )
+        held = (
+            f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}"
+            if others
+            else "it is empty"
+        )
+        raise ValueError(
+            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); {held}: pass a folder of frames, "
+            "or one video file"
+        )
+    return paths
+
+
 def read_frame_folder(folder: str | Path) -> list[np.ndarray]:
     """RGB frames of a folder of images, in natural file-name order (`2.png` before `10.png`), turned
     as an image viewer shows them (EXIF orientation, as phone cameras write it).
@@ -401,12 +428,7 @@ def read_frame_folder(folder: str | Path) -> list[np.ndarray]:
         FileNotFoundError: no such folder.
         ValueError: it holds no images, an image cannot be read, or the frames differ in size.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"frame folder not found: {folder} (check the path)")
-    paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
-    if not paths:
-        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): pass a folder of frames")
+    paths = frame_paths(folder)
     frames = []
     for path in paths:
         try:
@@ -460,4 +482,4 @@ def _read_audio_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
     return (waveform[:, 0] if waveform.shape[1] == 1 else waveform), rate
 
 
-__all__ = ["DecodedClip", "VideoReader", "read_audio_file", "read_frame_folder", "read_video"]
+__all__ = ["DecodedClip", "VideoReader", "frame_paths", "read_audio_file", "read_frame_folder", "read_video"]
