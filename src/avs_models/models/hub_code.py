@@ -1,14 +1,14 @@
 """Saved folders that load without the package, and weights that load safely.
 
-Every config, model, feature extractor and processor of avs-models is a Transformers class with
-one of the mixins below. `save_pretrained` then writes, next to the JSON and the weights:
+Every config, model and feature extractor of avs-models is a Transformers class with one of the
+mixins below. `save_pretrained` then writes, next to the JSON and the weights:
 
 - a flat copy of the package modules the saved object needs: the transitive closure of their
   package-internal (relative) imports, every module at the top of the folder, its imports rewritten
   to same-folder ones (`from ..vggish.configuration_vggish import X` becomes
   `from .configuration_vggish import X`);
 - an `auto_map` naming the Auto classes that load it (`AutoConfig`, `AutoModel`,
-  `AutoModelFor<Task>` of Transformers, `AutoFeatureExtractor`, `AutoProcessor`).
+  `AutoModelFor<Task>` of Transformers, `AutoFeatureExtractor`).
 
 So `AutoModel.from_pretrained(folder, trust_remote_code=True)` works where `avs_models` is not
 installed, locally and from the Hub. The flat layout is what Transformers can follow: its
@@ -193,13 +193,6 @@ class HubFeatureExtractorMixin(HubCodeMixin):
         return {"AutoFeatureExtractor": type(self)}
 
 
-class HubProcessorMixin(HubCodeMixin):
-    """For the package's processors: `AutoProcessor` loads the processor with its sub-processors."""
-
-    def hub_auto_classes(self) -> dict[str, type]:
-        return {"AutoProcessor": type(self)}
-
-
 def _task_auto_class_name(model_class: type) -> str | None:
     """`XForAudioClassification` -> `AutoModelForAudioClassification`, when Transformers has that Auto class."""
     task = model_class.__name__.partition("For")[2]
@@ -287,7 +280,6 @@ __all__ = [
     "HubConfigMixin",
     "HubFeatureExtractorMixin",
     "HubModelMixin",
-    "HubProcessorMixin",
     "check_safetensors_file",
     "hub_code_modules",
     "write_hub_code",
