@@ -351,6 +351,47 @@ def test_predict_never_mixes_with_an_earlier_prediction(tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "the user's own file"
 
 
+def test_predict_several_videos_each_into_its_own_folder(tmp_path):
+    save_tiny_pcmanet(tmp_path / "model")
+    videos = [
+        write_video(tmp_path / "a.mp4", seconds=2, fps=2, size=(36, 44)),
+        write_video(tmp_path / "b.mkv", seconds=3, fps=2, size=(44, 36)),
+    ]
+    out = tmp_path / "out"
+    assert cli_main(["predict", str(tmp_path / "model"), *map(str, videos), "--out", str(out)]) == 0
+    for name, seconds, size in (("a", 2, (44, 36)), ("b", 3, (36, 44))):
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["input"] == str(tmp_path / f"{name}{'.mp4' if name == 'a' else '.mkv'}")
+        assert summary["num_frames"] == seconds
+        masks = sorted((out / name / "masks").iterdir())
+        assert len(masks) == seconds and Image.open(masks[0]).size == size
+    # The same masks as one video at a time.
+    alone = tmp_path / "alone"
+    assert cli_main(["predict", str(tmp_path / "model"), str(videos[1]), "--out", str(alone)]) == 0
+    for mask in sorted((alone / "masks").iterdir()):
+        assert np.array_equal(
+            np.asarray(Image.open(mask)), np.asarray(Image.open(out / "b" / "masks" / mask.name))
+        )
+
+
+def test_several_inputs_are_all_checked_before_any_is_written(tmp_path, capsys):
+    save_tiny_pcmanet(tmp_path / "model")
+    good = write_video(tmp_path / "good.mp4", seconds=2, fps=2, size=(36, 44))
+    mute = write_video(tmp_path / "mute.mp4", seconds=2, with_audio=False)
+    same_name = write_video((tmp_path / "other").mkdir() or tmp_path / "other" / "good.mp4", seconds=2)
+    frames_dir, wav = write_frames_and_wav(tmp_path, seconds=2)
+    out = tmp_path / "out"
+    model = str(tmp_path / "model")
+    for inputs, message in [
+        ([good, mute], "mute.mp4 has no audio track"),
+        ([good, same_name], f"{good} and {same_name} would both write to {out / 'good'}: "),
+        ([good, frames_dir], "frames is a folder of frames: predict it alone, with --audio"),
+    ]:
+        assert cli_main(["predict", model, *map(str, inputs), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+
+
 def test_predict_rotated_video_and_side_by_side(tmp_path):
     save_tiny_pcmanet(tmp_path / "model")
     video = write_video(tmp_path / "phone.mp4", seconds=2, size=(36, 44), rotation=90, marker=True)

@@ -27,16 +27,19 @@ def add_parser(subparsers) -> None:
             "INPUT, a video file with sound, or a folder of frames (one per second) with --audio. Writes to "
             "OUT_DIR: masks/ (one PNG per second: 0/255 for binary models, class ids for semantic ones), "
             "overlays/ (PNG per second), overlay.gif, overlay.mp4 (with the input's own audio) and "
-            "summary.json. The video is decoded once and written as it goes, so any length fits in memory."
+            "summary.json. Several video files go one after another through the model loaded once, each "
+            "into OUT_DIR/<file name without its suffix>/. A video is decoded once and written as it goes, "
+            "so any length fits in memory."
         ),
     )
     parser.add_argument(
         "model_dir", metavar="MODEL_DIR", help="a folder written by save_pretrained (or training)"
     )
     parser.add_argument(
-        "input",
+        "inputs",
+        nargs="+",
         metavar="INPUT",
-        help="a video file with an audio track, or a folder of frames (with --audio)",
+        help="video files with an audio track (one or more), or one folder of frames (with --audio)",
     )
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="output folder (created if missing)")
     parser.add_argument(
@@ -78,26 +81,48 @@ def check_model_dir(model_dir: Path) -> None:
         raise FileNotFoundError(f"{model_dir} has no config.json: pass a folder written by save_pretrained")
 
 
-def _check_inputs(model_dir: Path, source: Path, audio: Path | None, out_dir: Path) -> None:
-    from avs_models.processing.video_io import frame_paths
+def _check_inputs(model_dir: Path, sources: list[Path], audio: Path | None, out_dir: Path) -> None:
+    from avs_models.processing.video_io import VideoReader, frame_paths
 
     check_model_dir(model_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} is a file: pass a folder (created if missing)")
-    if source.is_dir():
-        frame_paths(source)  # a folder of videos, or an empty one, is answered here
-        if audio is None:
-            raise ValueError(
-                f"{source} is a folder of frames: pass its sound with --audio FILE (videos carry their own)"
+    for source in sources:
+        if source.is_dir():
+            frame_paths(source)  # a folder of videos, or an empty one, is answered here
+            if len(sources) > 1:
+                raise ValueError(
+                    f"{source} is a folder of frames: predict it alone, with --audio (several inputs are videos)"
+                )
+            if audio is None:
+                raise ValueError(
+                    f"{source} is a folder of frames: pass its sound with --audio FILE (videos carry their own)"
+                )
+        elif not source.exists():
+            raise FileNotFoundError(
+                f"input not found: {source} (pass a video file, or a frames folder with --audio)"
             )
-    elif not source.exists():
-        raise FileNotFoundError(
-            f"input not found: {source} (pass a video file, or a frames folder with --audio)"
-        )
-    elif audio is not None:
-        raise ValueError(
-            f"--audio goes with a frames folder; the video {source} is used with its own audio track"
-        )
+        elif audio is not None:
+            raise ValueError(
+                f"--audio goes with a frames folder; the video {source} is used with its own audio track"
+            )
+        else:
+            VideoReader(source)  # opens it and checks its streams: a bad file is answered before any work
+
+
+def _output_folders(sources: list[Path], out_dir: Path) -> list[Path]:
+    """OUT_DIR for one input; OUT_DIR/<name> for each of several, which must have different names."""
+    if len(sources) == 1:
+        return [out_dir]
+    seen: dict[str, Path] = {}
+    for source in sources:
+        if source.stem in seen:
+            raise ValueError(
+                f"{seen[source.stem]} and {source} would both write to {out_dir / source.stem}: "
+                "predict them in separate runs, or rename one"
+            )
+        seen[source.stem] = source
+    return [out_dir / source.stem for source in sources]
 
 
 def _earlier_prediction(out_dir: Path, overwrite: bool) -> list[Path]:
@@ -121,13 +146,32 @@ def _remove(paths: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image
     from transformers import pipeline
 
     import avs_models  # noqa: F401  (registers the task and the Auto classes)
-    from avs_models.models.labels import is_semantic_segmentation
     from avs_models.processing.pipeline_audio_visual_segmentation import PIPELINE_TASK
+
+    model_dir, sources, out_dir = Path(args.model_dir), [Path(item) for item in args.inputs], Path(args.out)
+    audio_path = Path(args.audio) if args.audio else None
+    _check_inputs(model_dir, sources, audio_path, out_dir)
+    speed = inference_options(args)
+    out_dirs = _output_folders(sources, out_dir)
+    earlier = [_earlier_prediction(folder, args.overwrite) for folder in out_dirs]
+    segmenter = pipeline(PIPELINE_TASK, model=str(model_dir), **speed)
+    for source, folder, outputs in zip(sources, out_dirs, earlier):
+        num_frames = _predict_one(segmenter, source, audio_path, folder, outputs, args, speed)
+        print(f"wrote {num_frames} masks and overlays to {folder}")
+    return 0
+
+
+def _predict_one(
+    segmenter, source: Path, audio_path: Path | None, out_dir: Path, earlier: list[Path], args, speed: dict
+) -> int:
+    """Segment one input into `out_dir` (replacing `earlier` once it decodes); returns the masks written."""
+    import numpy as np
+    from PIL import Image
+
+    from avs_models.models.labels import is_semantic_segmentation
     from avs_models.processing.video_io import read_audio_file
     from avs_models.processing.visualization import (
         AudioSource,
@@ -140,12 +184,6 @@ def run(args: argparse.Namespace) -> int:
         side_by_side,
     )
 
-    model_dir, source, out_dir = Path(args.model_dir), Path(args.input), Path(args.out)
-    audio_path = Path(args.audio) if args.audio else None
-    _check_inputs(model_dir, source, audio_path, out_dir)
-    speed = inference_options(args)
-    earlier = _earlier_prediction(out_dir, args.overwrite)
-    segmenter = pipeline(PIPELINE_TASK, model=str(model_dir), **speed)
     config = segmenter.model.config
     semantic = is_semantic_segmentation(config)
     palette = mask_palette(config.num_labels)
@@ -205,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     gif.close()
     mp4.close()
     summary = {
-        "model": str(model_dir),
+        "model": str(Path(args.model_dir)),
         "input": str(source),
         "audio": str(audio_path) if audio_path else None,
         "model_type": config.model_type,
@@ -217,5 +255,4 @@ def run(args: argparse.Namespace) -> int:
         "frames": frames_summary,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {len(frames_summary)} masks and overlays to {out_dir}")
-    return 0
+    return len(frames_summary)
