@@ -379,7 +379,7 @@ def test_several_inputs_are_all_checked_before_any_is_written(tmp_path, capsys):
     good = write_video(tmp_path / "good.mp4", seconds=2, fps=2, size=(36, 44))
     mute = write_video(tmp_path / "mute.mp4", seconds=2, with_audio=False)
     same_name = write_video((tmp_path / "other").mkdir() or tmp_path / "other" / "good.mp4", seconds=2)
-    frames_dir, wav = write_frames_and_wav(tmp_path, seconds=2)
+    frames_dir, _ = write_frames_and_wav(tmp_path, seconds=2)
     out = tmp_path / "out"
     model = str(tmp_path / "model")
     for inputs, message in [
