@@ -92,11 +92,13 @@ def _check_inputs(model_dir: Path, sources: list[Path], audio: Path | None, out_
             frame_paths(source)  # a folder of videos, or an empty one, is answered here
             if len(sources) > 1:
                 raise ValueError(
-                    f"{source} is a folder of frames: predict it alone, with --audio (several inputs are videos)"
+                    f"{source} is a folder of frames: predict it alone, with --audio "
+                    "(several inputs are videos)"
                 )
             if audio is None:
                 raise ValueError(
-                    f"{source} is a folder of frames: pass its sound with --audio FILE (videos carry their own)"
+                    f"{source} is a folder of frames: pass its sound with --audio FILE "
+                    "(videos carry their own)"
                 )
         elif not source.exists():
             raise FileNotFoundError(
@@ -243,7 +245,7 @@ def _predict_one(
     gif.close()
     mp4.close()
     summary = {
-        "model": str(Path(args.model_dir)),
+        "model": segmenter.model.name_or_path,  # the MODEL_DIR it was loaded from
         "input": str(source),
         "audio": str(audio_path) if audio_path else None,
         "model_type": config.model_type,

@@ -155,6 +155,11 @@ class _AudioBuffer:
             out[lo - first : hi - first] = held[lo - self.first_index : hi - self.first_index]
         return out
 
+    @property
+    def end_time(self) -> float:
+        """Container-clock time (s) just after the last sample decoded so far."""
+        return self.start_time + self.num_samples / self.rate
+
     def discard_before(self, index: int) -> None:
         held = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.float32)
         drop = min(max(0, index - self.first_index), len(held))
@@ -196,6 +201,11 @@ class _SecondSampler:
         )
         self.next_second += 1
 
+    @property
+    def video_seconds(self) -> float:
+        """Seconds of video decoded so far, from the first frame's start to the last one's end."""
+        return 0.0 if self.first_time is None else self.end_time - self.first_time
+
     def confirmed_seconds(self) -> int:
         """Seconds known to be segmented: the video has reached at least half of them."""
         if self.first_time is None:
@@ -206,7 +216,7 @@ class _SecondSampler:
         """Choose the frames of the seconds after the last frame's start; returns the number of seconds."""
         if self.first_time is None:
             return 0
-        total = _seconds_in(self.end_time - self.first_time)
+        total = _seconds_in(self.video_seconds)
         while self.next_second < total:
             self._choose()
         del self.chosen[total - self.chosen[0][0] if self.chosen else 0 :]
@@ -283,22 +293,20 @@ class VideoReader:
                         emitted += seconds_per_window
                         yield window
             except av.error.FFmpegError as error:
-                reached = sampler.end_time - sampler.first_time if sampler.first_time is not None else 0.0
                 raise ValueError(
-                    f"cannot decode {self.path} after {reached:.2f} s of video: {_ffmpeg_reason(error)}; "
-                    "the file may be truncated or corrupt"
+                    f"cannot decode {self.path} after {sampler.video_seconds:.2f} s of video: "
+                    f"{_ffmpeg_reason(error)}; the file may be truncated or corrupt"
                 ) from error
         audio.finished = True
         total = sampler.finish()
         if total == 0:
-            seconds = 0.0 if sampler.first_time is None else sampler.end_time - sampler.first_time
             raise ValueError(
-                f"{self.path} is too short: {seconds:.2f} s of video, at least 0.5 s is needed "
-                "(one mask per second of video)"
+                f"{self.path} is too short: {sampler.video_seconds:.2f} s of video, at least 0.5 s is "
+                "needed (one mask per second of video)"
             )
         if audio.rate is None:
             raise ValueError(f"{self.path} has an audio track without any decodable sound")
-        video_duration = sampler.end_time - sampler.first_time
+        video_duration = sampler.video_seconds
         self._warn_if_cut_short(sampler, audio)
         while emitted < total:
             window = self._window(
@@ -321,7 +329,7 @@ class VideoReader:
         # well before the length the container's header gives.
         if self.estimated_duration is None:
             return
-        decoded_end = max(sampler.end_time, audio.start_time + audio.num_samples / audio.rate)
+        decoded_end = max(sampler.end_time, audio.end_time)
         if decoded_end < self.estimated_duration - 1.0:
             logger.warning(
                 "%s stops after %.2f s though its header says %.2f s: the file may be truncated; "
@@ -329,7 +337,7 @@ class VideoReader:
                 self.path,
                 decoded_end,
                 self.estimated_duration,
-                sampler.end_time - sampler.first_time,
+                sampler.video_seconds,
             )
 
     def _window_ready(self, sampler: _SecondSampler, audio: _AudioBuffer, first: int, count: int) -> bool:
@@ -339,7 +347,7 @@ class VideoReader:
             return False
         # Audio is complete for the window once the stream has passed its end (plus the resampler's reach).
         stop_time = sampler.first_time + first + count + 0.01
-        return audio.start_time + audio.num_samples / audio.rate >= stop_time
+        return audio.end_time >= stop_time
 
     def _window(
         self,
@@ -359,9 +367,8 @@ class VideoReader:
             waveform = resampled_span(
                 audio.read, start, count * self.sampling_rate, audio.rate, self.sampling_rate
             ).astype(np.float32)
-            stream_end = audio.start_time + audio.num_samples / audio.rate
             audio_seconds = max(
-                0.0, min(stream_end, window_start + count) - max(audio.start_time, window_start)
+                0.0, min(audio.end_time, window_start + count) - max(audio.start_time, window_start)
             )
             next_start = audio.start_time + (start + count * self.sampling_rate) / self.sampling_rate
             audio.discard_before(math.floor((next_start - audio.start_time) * audio.rate) - audio.rate // 10)
@@ -405,9 +412,7 @@ def frame_paths(folder: str | Path) -> list[Path]:
         raise FileNotFoundError(f"frame folder not found: {folder} (check the path)")
     paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
     if not paths:
-        others = sorted(
-            (p.name for p in folder.iterdir() if p.is_file()), key=lambda name: _natural_key(Path(name))
-        )
+        others = [p.name for p in sorted((p for p in folder.iterdir() if p.is_file()), key=_natural_key)]
         held = (
             f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}"
             if others

@@ -71,7 +71,8 @@ class TrainingConfig:
             raise ValueError(f"seed must be an integer of 0 or more, got {self.seed!r}")
         if not _is_count(self.checkpoint_steps, minimum=0):
             raise ValueError(
-                f"checkpoint_steps must be 0 (only each epoch) or a positive integer, got {self.checkpoint_steps!r}"
+                "checkpoint_steps must be 0 (only each epoch) or a positive integer, "
+                f"got {self.checkpoint_steps!r}"
             )
         if self.save_total_limit is not None and not _is_count(self.save_total_limit, minimum=1):
             raise ValueError(
@@ -94,13 +95,15 @@ class TrainingConfig:
             raise ValueError(f"drop_path_rate must be in [0, 1) or null, got {self.drop_path_rate!r}")
         if str(self.optimizer.get("name", "adam")).lower() not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer.name must be adam, adamw or sgd, got {self.optimizer.get('name')!r}")
-        learning_rate = self.optimizer.get("learning_rate", 1e-4)
-        if (
-            isinstance(learning_rate, bool)
-            or not isinstance(learning_rate, (int, float))
-            or learning_rate <= 0
-        ):
-            raise ValueError(f"optimizer.learning_rate must be a positive number, got {learning_rate!r}")
+        # Checked when given; where it is not, the trainer's default applies.
+        if "learning_rate" in self.optimizer:
+            learning_rate = self.optimizer["learning_rate"]
+            if (
+                isinstance(learning_rate, bool)
+                or not isinstance(learning_rate, (int, float))
+                or learning_rate <= 0
+            ):
+                raise ValueError(f"optimizer.learning_rate must be a positive number, got {learning_rate!r}")
         if self.mixed_precision is False:  # YAML reads an unquoted `no` as false
             self.mixed_precision = "no"
         if self.mixed_precision not in MIXED_PRECISIONS:
