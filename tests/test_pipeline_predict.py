@@ -359,11 +359,11 @@ def test_predict_several_videos_each_into_its_own_folder(tmp_path):
     ]
     out = tmp_path / "out"
     assert cli_main(["predict", str(tmp_path / "model"), *map(str, videos), "--out", str(out)]) == 0
-    for name, seconds, size in (("a", 2, (44, 36)), ("b", 3, (36, 44))):
-        summary = json.loads((out / name / "summary.json").read_text())
-        assert summary["input"] == str(tmp_path / f"{name}{'.mp4' if name == 'a' else '.mkv'}")
+    for video, seconds, size in zip(videos, (2, 3), ((44, 36), (36, 44))):
+        summary = json.loads((out / video.stem / "summary.json").read_text())
+        assert summary["input"] == str(video)
         assert summary["num_frames"] == seconds
-        masks = sorted((out / name / "masks").iterdir())
+        masks = sorted((out / video.stem / "masks").iterdir())
         assert len(masks) == seconds and Image.open(masks[0]).size == size
     # The same masks as one video at a time.
     alone = tmp_path / "alone"
